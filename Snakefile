@@ -1,0 +1,21 @@
+# Everybody Dance Now as a Snakemake workflow: thin on purpose. Each stage lives in its own
+# rule file under workflow/rules/ and calls a module of the `steps` package.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/pose.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/labels.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True
