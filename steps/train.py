@@ -415,7 +415,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
 
     pose: PoseArrays or a path to the pose table. max_steps: stop after this many steps in this
     call, save a checkpoint and return without the final outputs (tests, time-boxed runs).
-    Returns {"step", "done", "val_l1"}."""
+    Returns {"step", "done", "val_l1", "generator", "discriminator"} (the models in memory)."""
     from tqdm import tqdm
 
     from .posetable import read_pose
@@ -576,7 +576,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
                 csv_file.close()
         state = snapshot()
         if max_steps is not None and steps_this_call >= max_steps and step < total:
-            return {"step": step, "done": False, "val_l1": val_l1}
+            return {"step": step, "done": False, "val_l1": val_l1, "generator": unwrap(g), "discriminator": unwrap(d)}
 
     # -- the end: final weights, the loss CSV and curves, the validation grid
     if g is None:  # already finished before this call: rebuild the final generator from the checkpoint
@@ -605,7 +605,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
         log.info("done: %d steps; wrote %s", step, out_dir / "generator.pt")
     if world > 1:
         dist.barrier()
-    return {"step": step, "done": True, "val_l1": val_l1}
+    return {"step": step, "done": True, "val_l1": val_l1, "generator": unwrap(g), "discriminator": d and unwrap(d)}
 
 
 def train_step(pair_run, g, d, d_run, opt_g, opt_d, vgg, cfg: TrainConfig, y_t, y_t1, x_t, x_t1, amp) -> dict:

@@ -1,0 +1,251 @@
+"""Training loop tests on tiny generated data (CPU): learning, resume, SIGTERM, DDP, outputs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from steps.labels import render_label_map
+from steps.posetable import B, PoseMeta, empty_arrays, write_pose
+from steps.train import TrainConfig, generate_sequence, load_generator, train
+
+ROOT = Path(__file__).resolve().parents[1]
+H = W = 64
+
+# A stick figure in BODY_25 joints, in a 64x64 frame (x, y).
+FIGURE = {
+    "Nose": (32, 10), "Neck": (32, 18), "RShoulder": (26, 18), "LShoulder": (38, 18),
+    "RElbow": (22, 27), "LElbow": (42, 27), "RWrist": (20, 35), "LWrist": (44, 35),
+    "MidHip": (32, 36), "RHip": (28, 36), "LHip": (36, 36), "RKnee": (27, 46), "LKnee": (37, 46),
+    "RAnkle": (27, 56), "LAnkle": (37, 56), "REye": (30, 9), "LEye": (34, 9),
+}
+
+
+def make_pose(n: int):
+    meta = PoseMeta(subject="synthetic", width=W, height=H, fps=15.0, backend="synthetic")
+    pose = empty_arrays(n, meta)
+    t = np.arange(n)
+    dx = 10 * np.sin(2 * np.pi * t / 24)            # the figure sways left and right
+    arm = 6 * np.sin(2 * np.pi * t / 12)             # and waves its arms
+    for name, (x, y) in FIGURE.items():
+        j = B[name]
+        pose.parts["body"][:, j, 0] = x + dx
+        pose.parts["body"][:, j, 1] = y - (arm if "Wrist" in name else 0)
+        pose.parts["body"][:, j, 2] = 1.0
+    return pose
+
+
+def make_frames(pose) -> np.ndarray:
+    """The 'person': thick limbs whose colours are a fixed function of the label colours, on a
+    blue-grey background with a gradient. A deterministic function of the pose, so learnable."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    bg = np.stack([60 + xx, 80 + yy // 2, 120 + 0 * xx], -1).astype(np.uint8)
+    out = []
+    for i in range(pose.n_frames):
+        lab = render_label_map(pose, i, H, W, thickness_px=4, face=False, hands=False)
+        body = lab[..., ::-1] // 2 + 100                 # swapped, darkened label colours
+        mask = lab.max(-1, keepdims=True) > 0
+        out.append(np.where(mask, body, bg).astype(np.uint8))
+    return np.stack(out)
+
+
+def tiny_render(pose, i, h, w):
+    return render_label_map(pose, i, h, w, thickness_px=2, face=False, hands=False)
+
+
+def write_data(d: Path, n: int = 24):
+    pose = make_pose(n)
+    frames = make_frames(pose)
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "frames.npy", frames)
+    write_pose(pose, d / "pose.parquet")
+    return d / "frames.npy", d / "pose.parquet", pose
+
+
+TINY = dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=2, vgg=False, workers=0,
+            val_fraction=0.2, val_samples=2, sample_every=0, checkpoint_every=0, keep_checkpoints=3,
+            channels_last=False, label_face=False, label_hands=False)
+
+
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_data(tmp_path_factory.mktemp("data"))
+
+
+def reconstruction_l1(gen_path, frames, pose, idx) -> float:
+    g, c = load_generator(gen_path)
+    labels = [tiny_render(pose, i, c["height"], c["width"]) for i in idx]
+    outs = list(generate_sequence(g, labels))
+    return float(np.mean([np.abs(o.astype(float) - frames[i].astype(float)).mean() / 255 for o, i in zip(outs, idx)]))
+
+
+def untrained_generator(c: TrainConfig, path: Path):
+    from steps.models import build_generator
+    torch.manual_seed(c.seed)  # the loop seeds phase 0 with seed + 0
+    g = build_generator(c.model_config("global"))
+    torch.save({"model": c.model_config("global").to_dict(), "state_dict": g.state_dict(), "height": H, "width": W}, path)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_learning_lowers_reconstruction_error(data, tmp_path):
+    frames_path, _, pose = data
+    frames = np.load(frames_path)
+    c = cfg(global_steps=100, sample_every=50)
+    untrained_generator(c, tmp_path / "g0.pt")
+    idx = list(range(0, 18))
+    before = reconstruction_l1(tmp_path / "g0.pt", frames, pose, idx)
+    r = train(c, frames_path, pose, tmp_path / "out", tmp_path / "ckpt", render=tiny_render, progress=False)
+    after = reconstruction_l1(tmp_path / "out" / "generator.pt", frames, pose, idx)
+    print(f"reconstruction L1 on training frames: {before:.4f} -> {after:.4f}; held-out {r['val_l1']:.4f}")
+    # measured: 0.19 -> 0.09 (seed 0, 100 steps); the held-out tail improves as well
+    assert before > 0.15
+    assert after < 0.6 * before
+    assert r["val_l1"] < 0.6 * before
+    rows = read_csv(tmp_path / "out" / "loss.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 101))
+    for col in ("loss_D", "loss_D_real", "loss_D_fake", "loss_G", "loss_G_gan", "loss_G_fm", "l1"):
+        assert all(np.isfinite(float(r[col])) for r in rows), col
+    assert [int(r["step"]) for r in rows if r["val_l1"]] == [50, 100]
+    for name in ("generator.pt", "loss.png", "samples.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    grid = cv2.imread(str(tmp_path / "out" / "samples.png"))
+    assert grid.shape == (2 * H, 3 * W, 3)  # two held-out frames: label | generated | real
+
+
+def _sd_equal(a: dict, b: dict, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0), k
+
+
+def test_resume_matches_straight_run_across_phases(data, tmp_path):
+    """4 global (32x32) + 4 local-enhancer (64x64) steps straight, against 3 + 3 + 2 with restarts
+    (one inside the global phase, one inside the local phase)."""
+    frames_path, _, pose = data
+    c = cfg(global_steps=4, local_steps=4, checkpoint_every=2)
+    a = train(c, frames_path, pose, tmp_path / "a", tmp_path / "a_ck", render=tiny_render, progress=False)
+    r1 = train(c, frames_path, pose, tmp_path / "b", tmp_path / "b_ck", render=tiny_render, progress=False, max_steps=3)
+    assert r1 == {**r1, "step": 3, "done": False}
+    assert not (tmp_path / "b" / "generator.pt").exists()
+    r2 = train(c, frames_path, pose, tmp_path / "b", tmp_path / "b_ck", render=tiny_render, progress=False, max_steps=3)
+    assert r2["step"] == 6
+    r3 = train(c, frames_path, pose, tmp_path / "b", tmp_path / "b_ck", render=tiny_render, progress=False)
+    assert r3["done"] and r3["step"] == 8
+    ga = torch.load(tmp_path / "a" / "generator.pt", weights_only=True)
+    gb = torch.load(tmp_path / "b" / "generator.pt", weights_only=True)
+    assert ga["model"]["kind"] == "local"
+    _sd_equal(ga["state_dict"], gb["state_dict"], atol=1e-6)
+    _sd_equal(a["discriminator"].state_dict(), r3["discriminator"].state_dict(), atol=1e-6)
+    la, lb = read_csv(tmp_path / "a" / "loss.csv"), read_csv(tmp_path / "b" / "loss.csv")
+    assert [r["step"] for r in lb] == [str(i) for i in range(1, 9)]
+    np.testing.assert_allclose([float(r["loss_G"]) for r in la], [float(r["loss_G"]) for r in lb], rtol=1e-5)
+
+
+def _cli(frames, pose, out, ckpt, train_cfg: dict, *extra):
+    return [sys.executable, "-m", "steps.train", "--frames", str(frames), "--pose", str(pose),
+            "--out-dir", str(out), "--ckpt-dir", str(ckpt), "--train-json", json.dumps(train_cfg),
+            "--labels-json", json.dumps({"thickness": 2, "face": False, "hands": False}), *extra]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(data, tmp_path):
+    frames_path, pose_path, _ = data
+    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
+    t.update(global_steps=100000, checkpoint_every=0)
+    ckpt = tmp_path / "ckpt"
+    p = subprocess.Popen(_cli(frames_path, pose_path, tmp_path / "out", ckpt, t, "--threads", "1"),
+                         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 90
+    while time.time() < deadline:  # wait for a few logged steps
+        if (ckpt / "loss.csv").exists() and len(read_csv(ckpt / "loss.csv")) >= 3:
+            break
+        assert p.poll() is None, p.stdout.read()
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, out
+    assert "CUDA_VISIBLE_DEVICES=" in out and "device=cpu" in out
+    ck = sorted(ckpt.glob("step_*.pt"))
+    assert len(ck) == 1, out
+    saved = torch.load(ck[0], weights_only=True)
+    k = saved["step"]
+    assert k >= 3 and len(read_csv(ckpt / "loss.csv")) == k
+    # rerun: resumes from step k and goes on
+    r = subprocess.run(_cli(frames_path, pose_path, tmp_path / "out", ckpt, t, "--threads", "1", "--max-steps", "2"),
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {ck[0]}" in r.stderr
+    assert torch.load(sorted(ckpt.glob("step_*.pt"))[-1], weights_only=True)["step"] == k + 2
+
+
+DDP_SCRIPT = """
+import logging, sys, torch, torch.distributed as dist
+logging.basicConfig(level=logging.INFO)
+sys.path[:0] = [{root!r}, {tests!r}]
+from test_train import cfg, tiny_render
+from steps.train import train
+from steps.posetable import read_pose
+torch.set_num_threads(1)
+r = train(cfg(global_steps=3), {frames!r}, read_pose({pose!r}), {out!r}, {ckpt!r}, render=tiny_render, progress=False)
+rank = dist.get_rank()
+torch.save({{"G": r["generator"].state_dict(), "D": r["discriminator"].state_dict()}}, {out!r} + f"/rank{{rank}}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_gloo_processes_end_identical(data, tmp_path):
+    frames_path, pose_path, _ = data
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), frames=str(frames_path),
+                                        pose=str(pose_path), out=str(out), ckpt=str(tmp_path / "ckpt")))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world_size=2" in r.stderr
+    w0, w1 = (torch.load(out / f"rank{i}.pt", weights_only=True) for i in (0, 1))
+    for part in ("G", "D"):
+        for k in w0[part]:
+            assert torch.equal(w0[part][k], w1[part][k]), (part, k)
+    # and they trained: the weights moved away from the (shared, seeded) initialisation
+    from steps.models import build_generator
+    torch.manual_seed(0)
+    g0 = build_generator(cfg().model_config("global")).state_dict()
+    assert any(not torch.equal(g0[k], w0["G"][k]) for k in g0)
+    assert len(read_csv(out / "loss.csv")) == 3
+
+
+def test_generate_sequence_is_recurrent(data, tmp_path):
+    frames_path, _, pose = data
+    c = cfg(global_steps=2)
+    train(c, frames_path, pose, tmp_path / "out", tmp_path / "ckpt", render=tiny_render, progress=False)
+    g, info = load_generator(tmp_path / "out" / "generator.pt")
+    assert info["height"] == H and info["width"] == W and info["model"]["temporal"]
+    labels = [tiny_render(pose, i, H, W) for i in (3, 4)]
+    seq = list(generate_sequence(g, labels))
+    alone = next(generate_sequence(g, labels[1:]))
+    assert seq[0].shape == (H, W, 3) and seq[0].dtype == np.uint8
+    assert not np.array_equal(seq[1], alone)  # frame 4 depends on the generated frame 3
+    np.testing.assert_array_equal(seq[0], next(generate_sequence(g, labels[:1])))
