@@ -54,7 +54,8 @@ def test_smooth_pose_marks_filled_points_and_keeps_the_schema(method, tmp_path):
     out = smooth_pose(pose, method=method, window=3, max_gap=5, min_confidence=0.3)
     lw = out.parts["body"][:, B["LWrist"]]
     assert np.isfinite(lw[5:8, :2]).all() and (lw[5:8, 2] == pytest.approx(0.9))
-    np.testing.assert_allclose(lw[5:8, 0], np.linspace(10, 50, n)[5:8], atol=1e-3)
+    lag = 3.0 if method == "one_euro" else 1e-3  # a causal filter trails a ramp
+    np.testing.assert_allclose(lw[5:8, 0], np.linspace(10, 50, n)[5:8], atol=lag)
     assert out.filled["body"][5:8, B["LWrist"]].all() and out.filled["body"].sum() == 3
     assert np.isnan(out.parts["body"][:, B["RWrist"], 0]).all()
     assert (out.parts["body"][:, B["RWrist"], 2] == 0).all()
