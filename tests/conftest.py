@@ -49,11 +49,13 @@ def write_config(workdir: Path, cfg: dict) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile in `workdir` with workdir/config.yaml; output captured."""
+    """Run the project's Snakefile in `workdir` with workdir/config.yaml.
+
+    stdout and stderr are captured together in `.stdout` (Snakemake writes to both)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
            "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-8000:]}")
     return r

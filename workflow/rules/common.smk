@@ -23,18 +23,23 @@ for _i, _t in enumerate(config.get("transfers", [])):
 PAIRS = [f"{t['source']}__{t['target']}" for t in config.get("transfers", [])]
 TARGETS = sorted({t["target"] for t in config.get("transfers", [])})
 
-# The steps package lives beside the Snakefile; jobs find it wherever the working directory is.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
+def job_environment():
+    """PYTHONPATH and PATH for `python -m steps.<stage>` in every job.
 
-# Under --sdm conda each rule's env provides `python`; otherwise the interpreter running
-# Snakemake (the project's .venv) runs the steps, whatever `python` is on PATH.
-PY = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
-)
+    The steps package lives beside the Snakefile, so jobs find it whatever the working
+    directory. Under --sdm conda each rule's env puts its own python first on PATH; otherwise
+    the interpreter running Snakemake (the project's .venv) comes first, so the steps run with
+    the installed packages whatever `python` a user's shell would find.
+    """
+    env = os.environ
+    pythonpath = [workflow.basedir] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    update = {"PYTHONPATH": os.pathsep.join(pythonpath)}
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+        update["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    env.update(update)
+
+
+job_environment()
 
 
 wildcard_constraints:

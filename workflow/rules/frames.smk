@@ -22,7 +22,7 @@ checkpoint decode_frames:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{PY} -m steps.frames --video {input.video:q} --out results/frames/{wildcards.subject}"
+        "python -m steps.frames --video {input.video:q} --out results/frames/{wildcards.subject}"
         " --subject {wildcards.subject} --fps {params.fps} --width {params.width}"
         " --height {params.height} --resize {params.resize} --start {params.start} {params.end}"
         " > {log} 2>&1"

@@ -14,7 +14,7 @@ rule render_labels:
         mem_mb=1000,
         runtime=20,
     shell:
-        "{PY} -m steps.labels --pose {input.pose} --out {output.video} {params.flags} > {log} 2>&1"
+        "python -m steps.labels --pose {input.pose} --out {output.video} {params.flags} > {log} 2>&1"
 
 
 use rule render_labels as render_labels_normalized with:

@@ -17,7 +17,7 @@ rule extract_pose:
         mem_mb=2000,
         runtime=60,
     shell:
-        "{PY} -m steps.pose extract --frames {input.frames} --start {params.bounds[start]}"
+        "python -m steps.pose extract --frames {input.frames} --start {params.bounds[start]}"
         " --end {params.bounds[end]} --out {output.chunk} --backend {params.backend}"
         " --subject {wildcards.subject} --min-detection-confidence {params.det}"
         " --min-tracking-confidence {params.track} > {log} 2>&1"
@@ -39,7 +39,7 @@ rule merge_pose:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
+        "python -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
         " --subject {wildcards.subject} --backend {params.backend} > {log} 2>&1"
 
 
@@ -58,7 +58,7 @@ rule smooth_pose:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY} -m steps.smooth --pose {input.pose} --out {output.pose} --method {params.c[method]}"
+        "python -m steps.smooth --pose {input.pose} --out {output.pose} --method {params.c[method]}"
         " --window {params.c[window]} --sigma {params.c[sigma]} --max-gap {params.c[max_gap]}"
         " --min-confidence {params.c[min_confidence]}"
         " --one-euro-min-cutoff {params.c[one_euro_min_cutoff]}"

@@ -19,7 +19,7 @@ rule subject_stats:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{PY} -m steps.stats --pose {input.pose} --json {output.json} --table {output.table}"
+        "python -m steps.stats --pose {input.pose} --json {output.json} --table {output.table}"
         " --plot {output.plot} --min-confidence {params.c[min_confidence]}"
         " --far-percentile {params.c[far_percentile]}"
         " --close-percentile {params.c[close_percentile]} --band {params.c[band]} > {log} 2>&1"
@@ -43,7 +43,7 @@ rule normalize_pose:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{PY} -m steps.normalize --pose {input.pose} --source-stats {input.source_stats}"
+        "python -m steps.normalize --pose {input.pose} --source-stats {input.source_stats}"
         " --target-stats {input.target_stats} --out {output.pose}"
         " --smooth-window {params.c[smooth_window]} --horizontal {params.c[horizontal]}"
         " --min-confidence {params.min_conf} > {log} 2>&1"
