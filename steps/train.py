@@ -250,6 +250,19 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def data_fingerprint(frames: np.ndarray, pose) -> dict:
+    """What the checkpoints were trained on: frame count and size, hashes of a few frames and of
+    the body keypoints. A checkpoint of other data is never resumed silently."""
+    import hashlib
+
+    n = len(frames)
+    picks = np.asarray(frames[:: max(1, n // 8)])
+    body = np.nan_to_num(pose.parts["body"]).astype(np.float32)
+    return {"n": int(n), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+            "frames_sha1": hashlib.sha1(picks.tobytes()).hexdigest(),
+            "pose_sha1": hashlib.sha1(body.tobytes()).hexdigest()}
+
+
 def unwrap(m: nn.Module) -> nn.Module:
     m = getattr(m, "module", m)  # DDP
     return getattr(m, "_orig_mod", m)  # torch.compile wrapper
@@ -456,6 +469,10 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
     ckpts = checkpoints(ckpt_dir)
     state = load_checkpoint(ckpts[-1]) if ckpts else None
     step = state["step"] if state else 0
+    fingerprint = data_fingerprint(frames, pose)
+    if state and state.get("data") != fingerprint:
+        raise ValueError(f"{ckpts[-1]} was trained on other frames or poses than {frames_path}; "
+                         f"delete {ckpt_dir} to train from scratch on the new data")
     if state and is_main:
         log.info("resuming from %s (step %d of %d)", ckpts[-1], step, total)
     live_csv = ckpt_dir / "loss.csv"
@@ -514,7 +531,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
         val_frames = ValFrames(n, n_val, cfg.val_samples)
 
         def snapshot():
-            return {"step": step, "phase": pi, "model": mcfg.to_dict(), "train": cfg.to_dict(),
+            return {"step": step, "phase": pi, "model": mcfg.to_dict(), "train": cfg.to_dict(), "data": fingerprint,
                     "G": {k: v.detach().cpu() for k, v in g.state_dict().items()},
                     "D": {k: v.detach().cpu() for k, v in d.state_dict().items()},
                     "optG": _opt_state_cpu(opt_g), "optD": _opt_state_cpu(opt_d)}

@@ -166,7 +166,8 @@ def _cli(frames, pose, out, ckpt, train_cfg: dict, *extra):
 
 
 def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes(data, tmp_path):
@@ -249,3 +250,39 @@ def test_generate_sequence_is_recurrent(data, tmp_path):
     assert seq[0].shape == (H, W, 3) and seq[0].dtype == np.uint8
     assert not np.array_equal(seq[1], alone)  # frame 4 depends on the generated frame 3
     np.testing.assert_array_equal(seq[0], next(generate_sequence(g, labels[:1])))
+
+
+def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
+    """The train_generator rule on its own (a Snakefile that includes only train.smk): outputs,
+    log, and a rerun after outputs were removed resumes from the kept checkpoints."""
+    import yaml
+
+    if not (ROOT / "envs" / "gpu.yaml").exists():
+        pytest.skip("envs/gpu.yaml (the rule's conda env) is not there yet")
+    frames_path, pose_path, _ = data
+    wd = tmp_path / "wd"
+    (wd / "results/frames/T").mkdir(parents=True)
+    (wd / "results/pose_smooth").mkdir(parents=True)
+    (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
+    (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
+    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
+    t.update(global_steps=4, checkpoint_every=2, gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
+    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
+    (wd / "Snakefile").write_text(f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/train.smk"\n')
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
+           "results/models/T/generator.pt"]
+    r = subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = wd / "results/models/T"
+    for name in ("generator.pt", "loss.csv", "loss.png", "samples.png"):
+        assert (out / name).exists(), name
+    logtext = (wd / "logs/train/T.log").read_text()
+    assert "CUDA_VISIBLE_DEVICES=" in logtext and "device=cpu" in logtext
+    assert [c.name for c in sorted((out / "checkpoints").glob("step_*.pt"))] == ["step_00000002.pt", "step_00000004.pt"]
+    # more steps in the config: the rerun continues from step 4 instead of starting again
+    t["global_steps"] = 6
+    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
+    r = subprocess.run(cmd + ["--forcerun", "train_generator"], cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming from" in (wd / "logs/train/T.log").read_text()
+    assert [int(r["step"]) for r in read_csv(out / "loss.csv")] == list(range(1, 7))
