@@ -9,14 +9,6 @@
 import json
 
 
-def train_launcher(wildcards, threads):
-    gpus = int(config["train"]["gpus"])
-    per_proc = max(1, threads // max(1, gpus))
-    if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m steps.train --threads {per_proc}"
-    return f"python -m steps.train --threads {per_proc}"
-
-
 rule train_generator:
     input:
         frames="results/frames/{target}/frames.npy",
@@ -31,7 +23,13 @@ rule train_generator:
         ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/checkpoints",
         train=json.dumps(config["train"]),
         labels=json.dumps(config["labels"]),
-        launcher=train_launcher,
+        # torchrun (DDP, one process per GPU) when the job gets more than one GPU
+        launcher=lambda wildcards: (
+            f"torchrun --standalone --nproc_per_node={config['train']['gpus']} -m steps.train"
+            if int(config["train"]["gpus"]) > 1
+            else "python -m steps.train"
+        ),
+        threads_per_process=lambda wildcards, threads: max(1, threads // max(1, int(config["train"]["gpus"]))),
     log:
         "logs/train/{target}.log",
     threads: config["train"]["threads"]
@@ -43,6 +41,6 @@ rule train_generator:
         runtime=config["train"]["runtime"],
         cpus_per_task=config["train"]["cpus_per_task"],
     shell:
-        "{params.launcher} --frames {input.frames} --pose {input.pose} --out-dir {params.out_dir}"
+        "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose} --out-dir {params.out_dir}"
         " --ckpt-dir {params.ckpt_dir} --train-json {params.train:q} --labels-json {params.labels:q}"
         " > {log} 2>&1"
