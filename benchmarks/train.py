@@ -40,6 +40,7 @@ def variants(cuda: bool):
 
 
 def bench(cfg: TrainConfig, h: int, w: int, device, opts: dict, warmup: int, steps: int, vgg_on: bool):
+    torch._dynamo.reset()  # each variant and size compiles afresh
     torch.manual_seed(0)
     mcfg = cfg.model_config("global")
     g, d = build_generator(mcfg), build_discriminator(mcfg)
@@ -51,8 +52,8 @@ def bench(cfg: TrainConfig, h: int, w: int, device, opts: dict, warmup: int, ste
         from steps.vgg import VGGLoss
         vgg = VGGLoss().to(device, memory_format=mem)
     if opts["compile"]:
-        g.compile()
-        d.compile()
+        g.compile(dynamic=False)  # static shapes: sizes are fixed per phase
+        d.compile(dynamic=False)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if opts["bf16"] else nullcontext()

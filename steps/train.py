@@ -513,8 +513,8 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
             log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d",
                      ph.kind, count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, step, ph.end)
         if cfg.compile:
-            g.compile()
-            d.compile()
+            g.compile(dynamic=False)  # static shapes: sizes are fixed per phase
+            d.compile(dynamic=False)
         pair = PairGenerator(g, mcfg.temporal)
         pair_run, d_run = pair, d
         if world > 1:
