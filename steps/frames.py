@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import ffmpeg
@@ -79,30 +81,35 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
     npy, manifest = out_dir / "frames.npy", out_dir / "manifest.parquet"
     tmp_npy, tmp_man = atomic_path(npy), atomic_path(manifest)
     frame_bytes = width * height * 3
-    proc = decode_command(video, fps, width, height, resize, start, end).run_async(
-        cmd=FFMPEG, pipe_stdout=True, pipe_stderr=True)
-    n = 0
+    args = decode_command(video, fps, width, height, resize, start, end).compile(cmd=FFMPEG)
     try:
-        with open(tmp_npy, "wb") as f, tqdm(total=expected, unit="frame", desc=f"decode {subject or video}",
-                                           disable=not progress, file=sys.stderr) as bar:
+        # ffmpeg writes straight into the .npy after its header (its stdout is the file), so no
+        # frame passes through Python; the progress bar follows the file's size.
+        with open(tmp_npy, "wb") as f, tempfile.TemporaryFile() as errf, \
+                tqdm(total=expected, unit="frame", desc=f"decode {subject or video}",
+                     disable=not progress, file=sys.stderr) as bar:
             f.write(_npy_header((0, height, width, 3)))
-            while True:
-                buf = proc.stdout.read(frame_bytes * 8)
-                if not buf:
-                    break
-                whole = len(buf) - len(buf) % frame_bytes
-                if whole != len(buf):  # a read may end mid-frame: finish that frame
-                    rest = proc.stdout.read(frame_bytes - len(buf) % frame_bytes)
-                    buf += rest
-                    whole = len(buf) - len(buf) % frame_bytes
-                f.write(buf[:whole])
-                k = whole // frame_bytes
-                n += k
-                bar.update(k)
+            f.flush()
+            proc = subprocess.Popen(args, stdout=f, stderr=errf, stdin=subprocess.DEVNULL)
+            try:
+                while True:
+                    try:
+                        proc.wait(timeout=0.2)
+                        break
+                    except subprocess.TimeoutExpired:
+                        bar.update((os.fstat(f.fileno()).st_size - NPY_HEADER_LEN) // frame_bytes - bar.n)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            errf.seek(0)
+            err = errf.read().decode(errors="replace").strip()
+            n = (os.fstat(f.fileno()).st_size - NPY_HEADER_LEN) // frame_bytes
+            bar.update(n - bar.n)
+            f.truncate(NPY_HEADER_LEN + n * frame_bytes)
             f.seek(0)
             f.write(_npy_header((n, height, width, 3)))
-        err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() != 0:
+        if proc.returncode != 0:
             raise VideoError(f"{who}ffmpeg could not decode {video}: {err[-500:]}")
         if n == 0:
             raise VideoError(f"{who}no frames decoded from {video}"
@@ -122,9 +129,6 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
         os.replace(tmp_npy, npy)
         os.replace(tmp_man, manifest)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         tmp_npy.unlink(missing_ok=True)
         tmp_man.unlink(missing_ok=True)
     return n
