@@ -76,7 +76,7 @@ PRESETS = {
         thigh=0.38, shin=0.37,
         skin=(150, 100, 70), hair=(20, 15, 15), shirt=(40, 140, 90), trousers=(170, 150, 110),
         shoes=(110, 60, 30), wall=(175, 195, 215), floor=(120, 120, 125),
-        focal=1.40, cx=0.62, cy=0.30, cam_h=1.20, x0=0.25, z0=5.0, walk=0.55, wall_z=8.5,
+        focal=1.50, cx=0.60, cy=0.28, cam_h=1.20, x0=0.15, z0=5.0, walk=0.55, wall_z=8.5,
         build=1.12,
     ),
 }
