@@ -127,7 +127,7 @@ def dance_params(d: Dance, p: Preset, t: float) -> dict:
     arm_l = [1.6, 0.25, 2.1, 0.9][moves] * am[1]
     return dict(
         x=p.x0 + 0.22 * am[2] * _wave(t, 7.3 * b, ph[2]),
-        z=p.z0 + p.walk * _wave(t, 13.0 * b, ph[3]),
+        z=p.z0 + p.walk * _wave(t, 8.0 * b, ph[3]),
         bend=p.leg * (0.03 + 0.06 * am[4] * (0.5 - 0.5 * math.cos(2 * math.pi * t / b + ph[4]))),
         yaw=0.33 * am[5] * _wave(t, 9.1 * b, ph[5]),
         lean=0.06 * _wave(t, 2 * b, ph[6]),
