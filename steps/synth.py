@@ -249,8 +249,8 @@ def skeleton_3d(d: Dance, p: Preset, t: float) -> dict:
 
     # Knees bend over the turned-out toes, as in a dancer's plié; the sideways part keeps the
     # bend visible to a camera in front rather than hidden in foreshortening.
-    r_knee = _two_bone_ik(r_hip, r_ankle, p.thigh, p.shin, fwd - 0.8 * left)
-    l_knee = _two_bone_ik(l_hip, l_ankle, p.thigh, p.shin, fwd + 0.8 * left)
+    r_knee = _two_bone_ik(r_hip, r_ankle, p.thigh, p.shin, fwd - 1.0 * left)
+    l_knee = _two_bone_ik(l_hip, l_ankle, p.thigh, p.shin, fwd + 1.0 * left)
 
     # Head: a yaw of its own on top of the body's.
     head_h = p.height * 0.13
@@ -279,7 +279,7 @@ def skeleton_3d(d: Dance, p: Preset, t: float) -> dict:
     for sign, ank, names in ((-1, r_ankle, ("RBigToe", "RSmallToe", "RHeel")),
                              (1, l_ankle, ("LBigToe", "LSmallToe", "LHeel"))):
         # Feet point forward and a little outward; toes and heel lie on the floor.
-        toe_dir = fwd * 0.9 + left * sign * 0.44
+        toe_dir = fwd * 0.8 + left * sign * 0.6
         floor = ank * np.array([1, 0, 1])
         body[B[names[0]]] = floor + toe_dir * foot_l * 0.72 - left * sign * 0.025
         body[B[names[1]]] = floor + toe_dir * foot_l * 0.62 + left * sign * 0.03
@@ -303,7 +303,7 @@ _DIGITS = [  # (base_along, base_across, fan (rad), segment lengths)
     (0.51, -0.08, -0.14, (0.24, 0.15, 0.12)),  # ring
     (0.47, -0.18, -0.30, (0.19, 0.12, 0.11)),  # pinky
 ]
-HAND_SCALE = 1.15
+HAND_SCALE = 1.3
 
 
 def hand_3d(wrist, axis, thumb, fwd, spread, stature) -> np.ndarray:
@@ -456,7 +456,7 @@ def draw_figure(img: np.ndarray, p: Preset, cam: dict, sk: dict) -> None:
              w(b3[B["LHip"]] + side3 * 0.055 * g - spine3 * 0.06), w(b3[B["MidHip"]] - spine3 * 0.10),
              w(b3[B["RHip"]] - side3 * 0.055 * g - spine3 * 0.06)]
     zt = float(np.mean([b3[B[n]][2] for n in ("Neck", "MidHip")]))
-    items.append((zt + 0.05, lambda: _poly(img, waist, p.trousers)))
+    items.append((zt + 0.05, lambda: _poly(img, waist, p.trousers, 1.0)))  # no seam over the thighs
     shirt = [w(b3[B["RShoulder"]] - side3 * 0.05 * g + spine3 * 0.04),
              w(b3[B["Neck"]] - side3 * 0.06 + spine3 * 0.06),
              w(b3[B["Neck"]] + side3 * 0.06 + spine3 * 0.06),
@@ -486,8 +486,9 @@ def draw_figure(img: np.ndarray, p: Preset, cam: dict, sk: dict) -> None:
 
         def arm(sh=sh, el=el, wr=wr, hp=hp, ks=ks, ke=ke, kw=kw):
             mid = sh + (el - sh) * 0.5
-            _capsule(img, sh, el, 0.05 * ks, 0.042 * ke, p.skin, 0.75)
-            _capsule(img, sh, mid, 0.06 * ks, 0.053 * ke, p.shirt)
+            _capsule(img, mid, el, 0.046 * ks, 0.042 * ke, p.skin, 0.75)
+            # the sleeve's cap at the shoulder is no wider than the shirt's shoulder line
+            _capsule(img, sh, mid, 0.05 * ks, 0.054 * ke, p.shirt)
             _capsule(img, el, wr, 0.042 * ke, 0.032 * kw, p.skin, 0.75)
             draw_hand(img, hp, p, cam)
         depth = float(np.mean([sh[2], el[2], wr[2]]))
