@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +88,9 @@ class Dance:
     """Seeded rhythm: a beat, per-channel phases and amplitudes; evaluated at any time t."""
 
     seed: int
-    beat: float = 0.0                 # seconds per beat
-    rng_phases: np.ndarray = field(default=None, repr=False)
-    rng_amps: np.ndarray = field(default=None, repr=False)
+    beat: float                                    # seconds per beat
+    rng_phases: np.ndarray = field(repr=False)     # per-channel phases
+    rng_amps: np.ndarray = field(repr=False)       # per-channel amplitudes
 
     @classmethod
     def from_seed(cls, seed: int) -> "Dance":
@@ -419,7 +418,7 @@ def _ppm(cam, z):
 
 def draw_figure(img: np.ndarray, p: Preset, cam: dict, sk: dict) -> None:
     """Paint the dancer into a supersampled canvas, far parts first (painter's algorithm)."""
-    P = {k: project(cam, v) for k, v in (("body", sk["body"]),)}["body"]
+    P = project(cam, sk["body"])
     J = lambda n: P[B[n]]  # noqa: E731
     g = p.build
     items = []  # (depth, draw callable)
