@@ -46,7 +46,7 @@ def main():
         from steps.video import write_video
         clip = make_clip("source", 10, 15, a.size, a.size, 0)
         a.video = str(tmp / "synth.mp4")
-        write_video(a.video, clip.frames, 15)
+        write_video(a.video, clip.frames(), 15)
     n = decode_frames(a.video, tmp / "f", 15, a.size, a.size, progress=False)
     n = min(n, a.frames)
     frames = tmp / "f" / "frames.npy"

@@ -26,7 +26,7 @@ rule render_synth:
         mem_mb=1000,
         runtime=10,
     shell:
-        "{PY} -m steps.synth --preset {params.preset} --seconds {params.seconds}"
+        "python -m steps.synth --preset {params.preset} --seconds {params.seconds}"
         " --fps {params.fps} --width {params.width} --height {params.height}"
         " --seed {params.seed} --subject {wildcards.name}"
         " --video {output.video:q} --truth {output.truth:q} > {log} 2>&1"
