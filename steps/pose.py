@@ -7,15 +7,14 @@ into `results/pose/{subject}.parquet` and refuses a video in which nobody was fo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .backends import BackendUnavailable, get_backend
-from .posetable import PARTS, B, PoseArrays, PoseMeta, atomic_path, write_pose
+from .atomic import atomic_output
+from .posetable import PARTS, B, PoseArrays, PoseMeta, write_pose
 
 
 class NoPersonError(ValueError):
@@ -38,12 +37,8 @@ def extract_arrays(frames, fps: float, subject: str = "", backend: str = "mediap
 
 
 def write_chunk(path, parts: dict[str, np.ndarray], start: int) -> None:
-    tmp = atomic_path(path).with_suffix(".npz")
-    try:
+    with atomic_output(path) as tmp:
         np.savez(tmp, start=start, **parts)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def detection_rates(pose: PoseArrays, min_conf: float = 0.3) -> dict[str, float]:

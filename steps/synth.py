@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from steps.posetable import B, HAND_21, PoseArrays, PoseMeta, empty_arrays, write_pose
+from steps.posetable import B, PoseArrays, PoseMeta, empty_arrays, write_pose
 
 # ----------------------------------------------------------------------------- presets
 
