@@ -1,0 +1,354 @@
+"""evaluate: reconstruct the target's held-out frames from their own poses (the paper's table).
+
+The held-out validation tail is the last `train.val_fraction` of the target's frames, which
+train_generator never trains on (the split is read from generator.pt). Each model regenerates
+those frames from the target's own smoothed poses, the way transfer runs: label maps at the
+generator's size, the generator run recurrently from the tail's first frame, then (for the face
+row) the face GAN's residual in the face box. Real frames are resized to the generator's size.
+
+Rows (one per model; the ablation rows exist when configured):
+- `no temporal smoothing`: a generator trained with `train.temporal: false` (evaluate.ablation);
+- `temporal smoothing`: the target's generator without the face GAN;
+- `temporal smoothing + face GAN`: the same with face.pt (face.enabled);
+- `real frames`: the real held-out frames; only the pose columns (the detector's own error on
+  the frames the input poses came from: a floor for the others) and temporal change.
+
+Columns (means over the held-out frames):
+- `ssim`: structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01,
+  K2 0.03, data range 255) per RGB channel, averaged; 1 for identical images.
+- `psnr_db`: 10 log10(255^2 / MSE) per frame, capped at 100 dB (identical images would be
+  infinite; the cap keeps means finite and is reached only by exact copies).
+- `stlpips_vgg`: the shift-tolerant LPIPS distance, VGG variant (steps.vgg.STLPIPS, the weights of
+  the stlpips-pytorch wheel). It is a learned perceptual distance like the paper's LPIPS but
+  *not* the paper's LPIPS network, so its numbers are not comparable with the paper's. 0 for
+  identical images. NaN when the weights are not installed.
+- `face_ssim`, `face_psnr_db`, `face_stlpips_vgg`: the same on the face box crops.
+- `pose_body_px`, `pose_face_px`, `pose_hands_px`: the paper's pose distance. Keypoints are
+  detected again (steps.pose.extract_arrays, the pipeline's detector) on the generated frames and
+  compared with the input keypoints (the poses the frames were generated from), in pixels of the
+  evaluated frame size. For each part instance (a frame's body, face, left hand or right hand)
+  present in the input and detected again, the distance is the mean L2 over the joints seen in
+  both (confidence >= min_confidence; the face uses the label maps' face points,
+  steps.labels.FACE_POINTS); the column is the mean over those instances.
+- `missed_body`, `missed_face`, `missed_hands`: instances present in the input but not detected
+  on the generated frames; `n_body`, `n_face`, `n_hands`: instances present in the input.
+- `temporal_change`: mean absolute difference between consecutive frames (0..255) of this row's
+  frames; `temporal_real`: the same for the real frames; `temporal_ratio` = their ratio (1 is
+  as stable as reality; above 1 flickers more).
+
+Outputs: the CSV, a Markdown rendering, and a PNG grid (label | each model | real).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from .posetable import PoseArrays, read_pose
+
+log = logging.getLogger("evaluate")
+
+PSNR_CAP_DB = 100.0
+ROW_NAMES = {"no_temporal": "no temporal smoothing", "temporal": "temporal smoothing",
+             "temporal_face": "temporal smoothing + face GAN", "real": "real frames"}
+
+
+# --- image metrics ----------------------------------------------------------------------------
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """Mean SSIM of two images (H, W[, C]); per channel, averaged (Wang et al. 2004)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: shapes differ {a.shape} {b.shape}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, cap: float = PSNR_CAP_DB) -> float:
+    """PSNR in dB, capped at `cap` (identical images)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    if mse == 0:
+        return cap
+    return min(cap, 10 * math.log10(data_range**2 / mse))
+
+
+class Perceptual:
+    """ST-LPIPS (VGG) distances of uint8 image pairs, batched; NaN when the weights are missing."""
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+        try:
+            from .vgg import STLPIPS
+            self.net = STLPIPS().to(self.device)
+        except (FileNotFoundError, ImportError) as e:
+            log.warning("no ST-LPIPS weights (%s): stlpips_vgg columns are NaN", e)
+            self.net = None
+
+    @torch.no_grad()
+    def __call__(self, a: list[np.ndarray], b: list[np.ndarray], batch: int = 16) -> np.ndarray:
+        from .train import to_tensor
+
+        if self.net is None:
+            return np.full(len(a), np.nan)
+        out = []
+        for i in range(0, len(a), batch):
+            x = torch.stack([to_tensor(v) for v in a[i:i + batch]]).to(self.device)
+            y = torch.stack([to_tensor(v) for v in b[i:i + batch]]).to(self.device)
+            out.append(self.net(x, y).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def temporal_change(frames) -> float:
+    """Mean absolute difference between consecutive frames, 0..255 (NaN for fewer than 2)."""
+    if len(frames) < 2:
+        return float("nan")
+    return float(np.mean([np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean()
+                          for i in range(len(frames) - 1)]))
+
+
+# --- pose distance ----------------------------------------------------------------------------
+
+def part_distance(inp: np.ndarray, det: np.ndarray, min_conf: float = 0.3) -> tuple[float, int, int]:
+    """Input and re-detected keypoints (N, J, 3) of one part -> (mean distance, instances present
+    in the input, instances missed). An instance (frame) counts when the input has any joint
+    seen; it is detected when the re-detection has any; the distance of a detected instance is
+    the mean L2 over the joints seen in both (instances sharing no joint do not count)."""
+    def seen(a):
+        return np.isfinite(a[..., 0]) & np.isfinite(a[..., 1]) & (a[..., 2] >= min_conf)
+
+    si, sd = seen(inp), seen(det)
+    present = si.any(1)
+    detected = present & sd.any(1)
+    both = si & sd & detected[:, None]
+    d = np.linalg.norm(np.nan_to_num(inp[..., :2]) - np.nan_to_num(det[..., :2]), axis=-1)
+    cnt = both.sum(1)
+    use = cnt > 0
+    per = (d * both).sum(1)[use] / cnt[use]
+    return (float(per.mean()) if use.any() else float("nan")), int(present.sum()), int((present & ~detected).sum())
+
+
+def scale_pose_parts(pose: PoseArrays, frames: slice | np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
+    s = np.array([width / pose.meta.width, height / pose.meta.height, 1.0], np.float32)
+    return {p: a[frames] * s for p, a in pose.parts.items()}
+
+
+def pose_distances(inp: dict[str, np.ndarray], det: dict[str, np.ndarray], min_conf: float = 0.3) -> dict:
+    """The paper's pose distance for body, face (FACE_POINTS) and hands (both hands pooled)."""
+    from .labels import FACE_POINTS
+
+    out = {}
+    groups = {"body": [("body", None)], "face": [("face", FACE_POINTS)],
+              "hands": [("left_hand", None), ("right_hand", None)]}
+    for name, parts in groups.items():
+        tot_d, tot_n, present, missed = 0.0, 0, 0, 0
+        for part, joints in parts:
+            a, b = inp[part], det[part]
+            if joints is not None:
+                a, b = a[:, joints], b[:, joints]
+            dist, n_present, n_missed = part_distance(a, b, min_conf)
+            n_used = n_present - n_missed
+            if np.isfinite(dist):
+                tot_d += dist * n_used
+                tot_n += n_used
+            present += n_present
+            missed += n_missed
+        out[f"pose_{name}_px"] = tot_d / tot_n if tot_n else float("nan")
+        out[f"missed_{name}"] = missed
+        out[f"n_{name}"] = present
+    return out
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+def reconstruct(generator_path, pose: PoseArrays, frames_idx: np.ndarray, face_path=None, boxes=None,
+                device="cpu") -> list[np.ndarray]:
+    """Generate frames `frames_idx` (consecutive) from their poses, recurrently from the first."""
+    from .face import apply_face, generator_label_renderer, load_face
+    from .train import generate_sequence, load_generator
+
+    g, gcfg = load_generator(generator_path, device)
+    render = generator_label_renderer(gcfg)
+    labels = [render(pose, int(i)) for i in frames_idx]
+    out = list(generate_sequence(g, labels, device=device))
+    if face_path:
+        face_g, _ = load_face(face_path, device)
+        out = [apply_face(face_g, f, lab, boxes.boxes[int(i)]) for f, lab, i in zip(out, labels, frames_idx)]
+    return out, labels
+
+
+def image_metrics(gen: list[np.ndarray], real: list[np.ndarray], boxes, idx, perceptual: Perceptual) -> dict:
+    fg = [boxes.crop(f, int(i)) for f, i in zip(gen, idx)]
+    fr = [boxes.crop(f, int(i)) for f, i in zip(real, idx)]
+    return {
+        "ssim": float(np.mean([ssim(a, b) for a, b in zip(gen, real)])),
+        "psnr_db": float(np.mean([psnr(a, b) for a, b in zip(gen, real)])),
+        "stlpips_vgg": float(np.mean(perceptual(gen, real))),
+        "face_ssim": float(np.mean([ssim(a, b) for a, b in zip(fg, fr)])),
+        "face_psnr_db": float(np.mean([psnr(a, b) for a, b in zip(fg, fr)])),
+        "face_stlpips_vgg": float(np.mean(perceptual(fg, fr))),
+    }
+
+
+COLUMNS = ["model", "frames", "ssim", "psnr_db", "stlpips_vgg", "face_ssim", "face_psnr_db", "face_stlpips_vgg",
+           "pose_body_px", "pose_face_px", "pose_hands_px", "missed_body", "missed_face", "missed_hands",
+           "n_body", "n_face", "n_hands", "temporal_change", "temporal_real", "temporal_ratio"]
+
+
+def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal_path=None, detect: bool = True,
+             max_frames: int | None = None, n_samples: int = 4, min_conf: float = 0.3, device: str = "auto",
+             backend: str = "mediapipe", face_size: int | None = None, face_smooth_window: int = 5) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The table (one row per model), a sample grid, and facts about the run."""
+    from .face import face_boxes, resize_frame
+    from .train import split_frames
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    frames = np.load(frames_path, mmap_mode="r")
+    pose = read_pose(pose_path)
+    gck = torch.load(generator_path, map_location="cpu", weights_only=True)
+    h, w = gck["height"], gck["width"]
+    val_fraction = gck.get("train", {}).get("val_fraction", 0.1)
+    del gck
+    n = len(frames)
+    n_train, n_val = split_frames(n, val_fraction)
+    if n_val == 0:
+        raise ValueError("train.val_fraction is 0: there are no held-out frames to evaluate on")
+    idx = np.arange(n_train, n)[: max_frames or None]
+    log.info("%d frames; evaluating the held-out tail %d..%d (%d frames) at %dx%d", n, idx[0], idx[-1], len(idx), w, h)
+    if face_path:
+        fck = torch.load(face_path, map_location="cpu", weights_only=True)
+        face_size, face_smooth_window = fck["size"], fck["boxes"]["smooth_window"]
+        min_conf_face = fck["boxes"]["min_confidence"]
+        del fck
+    else:
+        min_conf_face = min_conf
+    boxes = face_boxes(pose, h, w, face_size, face_smooth_window, min_conf_face)
+    real = [resize_frame(frames[i], h, w) for i in idx]
+    inp = scale_pose_parts(pose, idx, h, w)
+    perceptual = Perceptual(dev)
+    fps = float(pose.meta.fps)
+
+    models = []
+    if no_temporal_path:
+        models.append(("no_temporal", no_temporal_path, None))
+    models.append(("temporal", generator_path, None))
+    if face_path:
+        models.append(("temporal_face", generator_path, face_path))
+    rows, outputs, labels = [], {}, None
+    t_real = temporal_change(real)
+    for key, gpath, fpath in models:
+        gen, labs = reconstruct(gpath, pose, idx, fpath, boxes, dev)
+        labels = labels if labels is not None else labs
+        outputs[key] = gen
+        row = {"model": ROW_NAMES[key], "frames": len(idx), **image_metrics(gen, real, boxes, idx, perceptual)}
+        if detect:
+            from .pose import extract_arrays
+            det = extract_arrays(np.stack(gen), fps, backend=backend).parts
+            row.update(pose_distances(inp, det, min_conf))
+        row.update(temporal_change=temporal_change(gen), temporal_real=t_real)
+        rows.append(row)
+        log.info("%s: %s", ROW_NAMES[key], {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    real_row = {"model": ROW_NAMES["real"], "frames": len(idx), "temporal_change": t_real, "temporal_real": t_real}
+    if detect:
+        from .pose import extract_arrays
+        real_row.update(pose_distances(inp, extract_arrays(np.stack(real), fps, backend=backend).parts, min_conf))
+    rows.append(real_row)
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
+
+    picks = np.unique(np.linspace(0, len(idx) - 1, min(n_samples, len(idx))).round().astype(int))
+    grid = np.concatenate([np.concatenate([labels[k]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
+                           for k in picks], 0)
+    facts = {"frames_total": n, "held_out_from": int(n_train), "evaluated": len(idx), "width": w, "height": h,
+             "face_box": boxes.size, "grid_columns": ["label"] + [ROW_NAMES[m] for m, _, _ in models] + ["real"]}
+    return df, grid, facts
+
+
+def to_markdown(df: pd.DataFrame, title: str, facts: dict) -> str:
+    """The table as Markdown (no tabulate dependency), with what the columns mean."""
+    def fmt(v, col):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "–"
+        if col in ("frames",) or col.startswith(("missed_", "n_")):
+            return str(int(v))
+        if isinstance(v, float):
+            return f"{v:.2f}" if col.startswith(("psnr", "face_psnr", "pose_", "temporal_change", "temporal_real")) else f"{v:.3f}"
+        return str(v)
+
+    cols = [c for c in COLUMNS if c != "temporal_real"]
+    lines = [f"# {title}", "",
+             f"Held-out frames {facts['held_out_from']}..{facts['frames_total'] - 1} "
+             f"({facts['evaluated']} evaluated) at {facts['width']}x{facts['height']}; face box {facts['face_box']} px.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(fmt(r[c], c) for c in cols) + " |")
+    lines += ["", "ssim, psnr_db (capped at 100 dB): higher is better. stlpips_vgg: shift-tolerant LPIPS (VGG), "
+              "lower is better; not the paper's LPIPS network. pose_*_px: mean L2 distance in pixels between the "
+              "input keypoints and those detected again on the output, lower is better; missed_*: instances "
+              "not detected again (out of n_*). temporal_ratio: mean change between consecutive frames over the "
+              "same for the real frames (1 = as stable as the real video). The real-frames row is the detector's "
+              "own floor.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from .atomic import atomic_output
+    from .train import write_png
+
+    ap = argparse.ArgumentParser(description="Evaluate a target's models on its held-out frames (the paper's table).")
+    ap.add_argument("--frames", required=True, help="the target's frames.npy")
+    ap.add_argument("--pose", required=True, help="the target's smoothed pose table")
+    ap.add_argument("--generator", required=True)
+    ap.add_argument("--face", default=None, help="face.pt: adds the 'temporal smoothing + face GAN' row")
+    ap.add_argument("--no-temporal", default=None, help="generator.pt trained without temporal smoothing (ablation row)")
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--markdown", required=True)
+    ap.add_argument("--grid", required=True, help="PNG: label | each model | real, for a few held-out frames")
+    ap.add_argument("--no-detect", action="store_true", help="skip the pose distance (no re-detection)")
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--min-confidence", type=float, default=0.3)
+    ap.add_argument("--face-size", type=int, default=None, help="face box without face.pt (default: 128 per 512 px)")
+    ap.add_argument("--face-smooth-window", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--title", default=None)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        df, grid, facts = evaluate(a.frames, a.pose, a.generator, a.face, a.no_temporal, not a.no_detect,
+                                   a.max_frames, a.samples, a.min_confidence, a.device,
+                                   face_size=a.face_size, face_smooth_window=a.face_smooth_window)
+    except ValueError as e:
+        sys.exit(f"evaluate: {e}")
+    with atomic_output(a.csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    title = a.title or f"Reconstruction of {Path(a.frames).parent.name}'s held-out frames"
+    with atomic_output(a.markdown) as tmp:
+        Path(tmp).write_text(to_markdown(df, title, facts))
+    write_png(a.grid, grid)
+    print(to_markdown(df, title, facts))
+    print(json.dumps(facts), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
