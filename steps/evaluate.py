@@ -330,7 +330,16 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--title", default=None)
+    ap.add_argument("--options-json", default=None,
+                    help="the rule's settings as JSON: detect, max_frames, samples, min_confidence, face_size, "
+                         "face_smooth_window (override the flags above)")
     a = ap.parse_args(argv)
+    if a.options_json:
+        o = json.loads(a.options_json)
+        a.no_detect = not o.get("detect", not a.no_detect)
+        for k in ("max_frames", "samples", "min_confidence", "face_size", "face_smooth_window"):
+            if o.get(k) is not None:
+                setattr(a, k, o[k])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)

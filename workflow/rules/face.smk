@@ -1,0 +1,46 @@
+# Train the face GAN of each target (GPU when there is one), after its main generator, which stays
+# frozen. Like train_generator, the checkpoints (and the cached face crops) live in
+# results/models/{target}/face_checkpoints, deliberately not an output, so that a rerun after a
+# crash, a kill or a SLURM preemption (SIGTERM: a checkpoint is saved) resumes. A new
+# generator.pt makes the face GAN start again (its old checkpoints no longer fit).
+import json
+
+
+rule train_face:
+    input:
+        frames="results/frames/{target}/frames.npy",
+        pose="results/pose_smooth/{target}.parquet",
+        generator="results/models/{target}/generator.pt",
+    output:
+        face="results/models/{target}/face.pt",
+        losses="results/models/{target}/face_loss.csv",
+        curves=report(
+            "results/models/{target}/face_loss.png",
+            caption="../report/face_loss.rst",
+            category="Training",
+            subcategory="{target}",
+        ),
+        samples=report(
+            "results/models/{target}/face_samples.png",
+            caption="../report/face_samples.rst",
+            category="Training",
+            subcategory="{target}",
+        ),
+    params:
+        out_dir=lambda wildcards: f"results/models/{wildcards.target}",
+        ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/face_checkpoints",
+        face=json.dumps(config["face"]),
+    log:
+        "logs/train_face/{target}.log",
+    threads: config["face"]["threads"]
+    conda:
+        "../../envs/gpu.yaml"
+    resources:
+        gpu=config["face"]["gpus"],
+        mem_mb=config["face"]["mem_mb"],
+        runtime=config["face"]["runtime"],
+        cpus_per_task=config["face"]["cpus_per_task"],
+    shell:
+        "python -m steps.face --threads {threads} --frames {input.frames} --pose {input.pose}"
+        " --generator {input.generator} --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir}"
+        " --face-json {params.face:q} > {log} 2>&1"

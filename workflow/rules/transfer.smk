@@ -1,0 +1,48 @@
+# The target performing the source's dance: normalized source poses -> label maps -> the
+# generator (recurrent) -> the face GAN -> an H.264 video at the source's frame rate with the
+# source's audio, a side-by-side video (source | label map | result), PNG stills and a per-frame
+# CSV (which frames held the last detected pose).
+
+
+rule transfer:
+    input:
+        # face.pt only when the face GAN is enabled
+        unpack(lambda w: {"face": f"results/models/{w.target}/face.pt"} if config["face"]["enabled"] else {}),
+        pose="results/normalized/{source}__{target}.parquet",
+        generator="results/models/{target}/generator.pt",
+        source_frames="results/frames/{source}/frames.npy",
+        source_manifest="results/frames/{source}/manifest.parquet",
+    output:
+        video="results/transfer/{source}__{target}.mp4",
+        side_by_side=report(
+            "results/transfer/{source}__{target}_side_by_side.mp4",
+            caption="../report/transfer_video.rst",
+            category="Transfer",
+            subcategory="{source} → {target}",
+        ),
+        stills=report(
+            directory("results/transfer/{source}__{target}_stills"),
+            patterns=["{name}.png"],
+            caption="../report/transfer_stills.rst",
+            category="Transfer",
+            subcategory="{source} → {target}",
+        ),
+        frames_csv="results/transfer/{source}__{target}_frames.csv",
+    params:
+        face=lambda wildcards, input: f"--face {input.face}" if "face" in input.keys() else "",
+        c=config["transfer"],
+    log:
+        "logs/transfer/{source}__{target}.log",
+    threads: config["transfer"]["threads"]
+    conda:
+        "../../envs/gpu.yaml"
+    resources:
+        gpu=config["transfer"]["gpus"],
+        mem_mb=config["transfer"]["mem_mb"],
+        runtime=config["transfer"]["runtime"],
+    shell:
+        "python -m steps.transfer --threads {threads} --pose {input.pose} --generator {input.generator} {params.face}"
+        " --source-frames {input.source_frames} --source-manifest {input.source_manifest}"
+        " --out {output.video} --side-by-side {output.side_by_side} --stills {output.stills}"
+        " --frames-csv {output.frames_csv} --min-joints {params.c[min_joints]}"
+        " --min-confidence {params.c[min_confidence]} --n-stills {params.c[stills]} > {log} 2>&1"
