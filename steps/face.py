@@ -295,7 +295,7 @@ def build_face_data(frames, pose: PoseArrays, generator_path, n_train: int, boxe
 
 
 def _crops_to_tensor(a: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(np.array(a)).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 def face_step(g_f, d_f, opt_g, opt_d, vgg, cfg: FaceTrainConfig, y, gen, x, amp) -> dict:

@@ -126,26 +126,34 @@ class _BackgroundWriter:
                 write_video(path, frames(), fps)
             except BaseException as e:  # re-raised in the main thread
                 self.error = e
-                while (f := self.q.get()) is not None and f is not self._ABORT:  # drain: never block the producer
-                    pass
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
+
+    def _put(self, item) -> None:
+        """Put unless the writer has stopped (then the item is not needed)."""
+        while self.thread.is_alive():
+            try:
+                self.q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                pass
 
     def put(self, frame):
         if self.error:
             raise self.error
-        self.q.put(frame)
+        self._put(frame)
+        if self.error:
+            raise self.error
 
     def close(self):
-        self.q.put(None)
+        self._put(None)
         self.thread.join()
         if self.error:
             raise self.error
 
     def abort(self):
-        if self.thread.is_alive():
-            self.q.put(self._ABORT)
-            self.thread.join()
+        self._put(self._ABORT)
+        self.thread.join()
 
 
 def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames_csv, face_path=None,

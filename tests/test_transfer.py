@@ -1,0 +1,163 @@
+"""transfer (CPU, tiny): the transfer video's frames, rate, size and codec read back with PyAV;
+the source's audio (trimmed like the frames) when it has some; held poses; side-by-side; stills."""
+from __future__ import annotations
+
+import subprocess
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps.face import FaceTrainConfig, train_face
+from steps.frames import decode_frames
+from steps.posetable import PoseArrays, read_pose, write_pose
+from steps.synth import make_clip
+from steps.train import TrainConfig, train
+from steps.transfer import HELD_COLOUR, hold_missing, main, side_by_side, transfer
+from steps.video import FFMPEG, probe, write_video
+
+SIZE = 128  # frames of both subjects
+GEN = 64    # the generator's training size (half)
+
+
+def stream_facts(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        n = sum(1 for _ in c.decode(video=0))
+        facts = {"frames": n, "fps": float(v.average_rate), "width": v.codec_context.width,
+                 "height": v.codec_context.height, "codec": v.codec_context.name,
+                 "pix_fmt": v.codec_context.pix_fmt, "audio": [a.codec_context.name for a in c.streams.audio]}
+        facts["duration"] = float(c.duration / 1e6) if c.duration else None
+    return facts
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("transfer")
+    clip = make_clip("target", 2.0, 10, SIZE, SIZE, seed=4)
+    np.save(d / "frames.npy", np.stack(list(clip.frames())))
+    pose = clip.truth("tgt", "target")
+    cfg = TrainConfig(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1, vgg=False, workers=0, global_steps=4,
+                      width=GEN, height=GEN, val_fraction=0.2, sample_every=0, checkpoint_every=0,
+                      channels_last=False, device="cpu")
+    train(cfg, d / "frames.npy", pose, d / "m", d / "m/ck", progress=False)
+    fcfg = FaceTrainConfig(steps=2, batch_size=2, ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1, vgg=False,
+                           sample_every=0, checkpoint_every=0, device="cpu")
+    train_face(fcfg, d / "frames.npy", pose, d / "m/generator.pt", d / "m", d / "m/fck", progress=False)
+    return d / "m/generator.pt", d / "m/face.pt"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A rendered source dancer with a 440 Hz tone as its audio, decoded from 0.5 s on like
+    decode_frames does for `start: 0.5`, and its poses for the decoded frames."""
+    d = tmp_path_factory.mktemp("source")
+    clip = make_clip("source", 3.0, 10, SIZE, SIZE, seed=5)
+    write_video(d / "silent.mp4", clip.frames(), 10)
+    subprocess.run([FFMPEG, "-loglevel", "error", "-i", str(d / "silent.mp4"), "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=3", "-c:v", "copy", "-c:a", "aac", "-shortest",
+                    str(d / "src.mp4")], check=True)
+    n = decode_frames(str(d / "src.mp4"), d / "frames", 10, SIZE, SIZE, start=0.5, progress=False)
+    truth = clip.truth("src", "source")
+    pose = PoseArrays({k: v[5:5 + n].copy() for k, v in truth.parts.items()}, truth.time_s[:n], truth.meta)
+    write_pose(pose, d / "pose.parquet")
+    return d, n
+
+
+def test_hold_missing_holds_the_last_detected_pose():
+    pose = read_pose_like(8)
+    body = pose.parts["body"]
+    body[:, :, 0] += np.arange(8)[:, None]  # every frame different
+    for f in (0, 1, 4, 5):
+        body[f, :, :2], body[f, :, 2] = np.nan, 0
+    body[6, 10:] = np.nan  # only 10 joints left: still detected with min_joints 8
+    out, held, pose_from = hold_missing(pose, min_joints=8)
+    assert held.tolist() == [True, True, False, False, True, True, False, False]
+    assert pose_from.tolist() == [2, 2, 2, 3, 3, 3, 6, 7]  # leading frames take the first detected pose
+    for i, j in enumerate(pose_from):
+        np.testing.assert_array_equal(out.parts["body"][i], pose.parts["body"][j])
+        np.testing.assert_array_equal(out.parts["left_hand"][i], pose.parts["left_hand"][j])
+    for f in range(8):
+        body[f, :, :2], body[f, :, 2] = np.nan, 0
+    with pytest.raises(ValueError, match="nothing to transfer"):
+        hold_missing(pose)
+
+
+def read_pose_like(n):
+    from steps.posetable import PoseMeta, empty_arrays
+
+    pose = empty_arrays(n, PoseMeta("s", 64, 64, 10.0, "test"))
+    pose.parts["body"][..., 0] = np.linspace(10, 50, 25)
+    pose.parts["body"][..., 1] = np.linspace(5, 60, 25)
+    pose.parts["body"][..., 2] = 1
+    return pose
+
+
+def test_held_frames_are_marked_on_the_label_panel():
+    src = np.zeros((128, 96, 3), np.uint8)
+    lab = np.zeros((64, 64, 3), np.uint8)
+    res = np.full((64, 64, 3), 50, np.uint8)
+    a = side_by_side(src, lab, res, held=False)
+    b = side_by_side(src, lab, res, held=True)
+    assert a.shape == b.shape == (64, 48 + 64 + 64, 3)
+    label_panel = b[:, 48:112]
+    assert (label_panel == HELD_COLOUR).all(-1).sum() > 100 and not (a[:, 48:112] == HELD_COLOUR).all(-1).any()
+    np.testing.assert_array_equal(a[:, 112:], res)
+
+
+def test_transfer_video_frames_rate_size_codec_and_trimmed_audio(models, source, tmp_path):
+    gen, face = models
+    d, n = source
+    # two frames lose the person: they hold the last detected pose
+    pose = read_pose(d / "pose.parquet")
+    pose.parts["body"][7:9, :, :2], pose.parts["body"][7:9, :, 2] = np.nan, 0
+    write_pose(pose, tmp_path / "pose.parquet")
+    out = tmp_path / "out.mp4"
+    main(["--pose", str(tmp_path / "pose.parquet"), "--generator", str(gen), "--face", str(face),
+          "--source-frames", str(d / "frames/frames.npy"), "--source-manifest", str(d / "frames/manifest.parquet"),
+          "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"), "--stills", str(tmp_path / "stills"),
+          "--frames-csv", str(tmp_path / "frames.csv"), "--n-stills", "3", "--threads", "1"])
+    f = stream_facts(out)
+    assert (f["frames"], f["fps"], f["width"], f["height"], f["codec"], f["pix_fmt"]) == (n, 10.0, GEN, GEN, "h264", "yuv420p")
+    assert f["audio"] == ["aac"]
+    assert abs(f["duration"] - n / 10) < 0.15  # the audio is cut to the video: 2.5 s from 0.5 s on
+    s = stream_facts(tmp_path / "sbs.mp4")
+    assert (s["frames"], s["width"], s["height"], s["codec"]) == (n, 3 * GEN, GEN, "h264")
+    assert len(list((tmp_path / "stills").glob("still_*.png"))) == 3
+    per_frame = pd.read_csv(tmp_path / "frames.csv")
+    assert per_frame["held"].tolist() == [i in (7, 8) for i in range(n)]
+    assert per_frame["pose_from"].tolist()[6:10] == [6, 6, 6, 9]
+
+
+def test_no_audio_when_the_source_has_none_and_no_face_model(models, source, tmp_path):
+    gen, _ = models
+    d, n = source
+    info = transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
+                    tmp_path / "frames.csv", face_path=None, source_frames=None, audio_video=str(d / "silent.mp4"),
+                    progress=False)
+    assert info == {"frames": n, "fps": 10.0, "width": GEN, "height": GEN, "held": 0, "audio": False, "face": False}
+    assert not probe(tmp_path / "out.mp4").has_audio
+    assert stream_facts(tmp_path / "sbs.mp4")["width"] == 2 * GEN  # label | result without source frames
+
+
+def test_a_failure_mid_video_leaves_no_video(models, source, tmp_path, monkeypatch):
+    import steps.face
+
+    gen, face = models
+    d, _ = source
+    real = steps.face.apply_face
+    calls = []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(steps.face, "apply_face", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
+                 tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.npy", progress=False)
+    assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".mp4"]
+    assert not (tmp_path / "frames.csv").exists()
