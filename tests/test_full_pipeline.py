@@ -228,3 +228,22 @@ def test_lint_is_clean_for_the_new_rules(full_run):
     for rule in ("train_face", "transfer", "evaluate", "train_generator_no_temporal"):
         assert not re.search(rf"Rule {rule}\b", r.stdout), r.stdout[-4000:]
     _ = json  # (kept for debugging output of the run)
+
+
+def test_face_gan_and_ablation_are_optional(tmp_path):
+    """face.enabled false: no train_face job and transfer/evaluate do without face.pt; the
+    ablation generator is trained only with evaluate.ablation."""
+    snakefile = private_workflow(tmp_path / "wf")
+    work = tmp_path / "work"
+    work.mkdir()
+    for face, ablation in ((False, False), (True, True)):
+        cfg = {"subjects": {"src": {"video": "a.mp4"}, "tgt": {"video": "b.mp4"}},
+               "transfers": [{"source": "src", "target": "tgt"}],
+               "train": TRAIN, "face": {**FACE, "enabled": face}, "evaluate": {"ablation": ablation}}
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        (work / "a.mp4").touch()
+        (work / "b.mp4").touch()
+        dry = run_snakemake(snakefile, work, "-n", "--forceall", *TARGETS[1:])
+        assert ("train_face" in dry.stdout) == face
+        assert ("train_generator_no_temporal" in dry.stdout) == ablation
+        assert "transfer" in dry.stdout and "evaluate" in dry.stdout
