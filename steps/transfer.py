@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .atomic import atomic_output
 from .posetable import PoseArrays, read_pose
 
 log = logging.getLogger("transfer")
@@ -213,8 +214,10 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
             sbs.abort()
             raise
         sbs.close()
-    pd.DataFrame({"frame": np.arange(n), "time_s": np.arange(n) / fps, "held": held, "pose_from": pose_from,
-                  "face_seen": boxes.seen if boxes is not None else np.zeros(n, bool)}).to_csv(frames_csv, index=False)
+    table = pd.DataFrame({"frame": np.arange(n), "time_s": np.arange(n) / fps, "held": held, "pose_from": pose_from,
+                          "face_seen": boxes.seen if boxes is not None else np.zeros(n, bool)})
+    with atomic_output(frames_csv) as tmp:
+        table.to_csv(tmp, index=False)
     info = {"frames": written, "fps": fps, "width": w, "height": h, "held": int(held.sum()),
             "audio": audio is not None, "face": face_g is not None}
     log.info("wrote %s and %s: %s", out_video, sbs_video, info)
