@@ -1,0 +1,116 @@
+"""Label maps: the pose of one frame drawn as coloured limbs, joints, hands and a sparse face.
+
+This is the generator's input, as in the paper (an OpenPose-style rendering). Drawing is cheap,
+so training and transfer render label maps on the fly at whatever size they need; the rule in
+workflow/rules/labels.smk renders a preview video so a person can look at a pose table.
+"""
+from __future__ import annotations
+
+import argparse
+import colorsys
+
+import cv2
+import numpy as np
+
+from .posetable import B, PoseArrays
+
+# BODY_25 limbs, in OpenPose's order.
+BODY_LIMBS = [
+    ("Neck", "MidHip"), ("Neck", "RShoulder"), ("Neck", "LShoulder"), ("RShoulder", "RElbow"),
+    ("RElbow", "RWrist"), ("LShoulder", "LElbow"), ("LElbow", "LWrist"), ("MidHip", "RHip"),
+    ("RHip", "RKnee"), ("RKnee", "RAnkle"), ("MidHip", "LHip"), ("LHip", "LKnee"),
+    ("LKnee", "LAnkle"), ("Neck", "Nose"), ("Nose", "REye"), ("REye", "REar"), ("Nose", "LEye"),
+    ("LEye", "LEar"), ("LAnkle", "LBigToe"), ("LBigToe", "LSmallToe"), ("LAnkle", "LHeel"),
+    ("RAnkle", "RBigToe"), ("RBigToe", "RSmallToe"), ("RAnkle", "RHeel"),
+]
+BODY_PAIRS = np.array([(B[a], B[b]) for a, b in BODY_LIMBS])
+
+# 21-point hand: four joints per finger from the wrist.
+HAND_PAIRS = np.array([(0 if j % 4 == 1 else j - 1, j) for j in range(1, 21)])
+
+# The sparse face drawn from MediaPipe's 468 mesh points: outline, brows, eyes, nose, lips
+# (index chains from MediaPipe's FACEMESH_* contour sets).
+FACE_CHAINS = [
+    [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+     152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109, 10],
+    [70, 63, 105, 66, 107], [300, 293, 334, 296, 336],
+    [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246, 33],
+    [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466, 263],
+    [168, 6, 197, 195, 5, 4, 1],
+    [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185, 61],
+    [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191, 78],
+]
+FACE_PAIRS = np.array([(c[i], c[i + 1]) for c in FACE_CHAINS for i in range(len(c) - 1)])
+FACE_POINTS = sorted({i for c in FACE_CHAINS for i in c})
+
+
+def _palette(n: int, saturation: float = 1.0, value: float = 1.0, offset: float = 0.0):
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((offset + i / n) % 1.0, saturation, value))
+            for i in range(n)]
+
+
+BODY_COLOURS = _palette(len(BODY_LIMBS))
+LEFT_HAND_COLOURS = _palette(20, 0.6, 1.0, 0.0)
+RIGHT_HAND_COLOURS = _palette(20, 0.6, 1.0, 0.5)
+FACE_COLOUR = (255, 255, 255)
+
+
+def _draw(canvas, pts, pairs, colours, thickness, min_conf, joints=True):
+    """Draw segments whose two ends are both seen; pts is (J, 3) already in canvas pixels."""
+    ok = np.isfinite(pts[:, 0]) & np.isfinite(pts[:, 1]) & (pts[:, 2] >= min_conf)
+    xy = np.round(np.nan_to_num(pts[:, :2]) * 16).astype(np.int64)  # 4 fractional bits
+    for k, (a, b) in enumerate(pairs):
+        if ok[a] and ok[b]:
+            colour = colours[k % len(colours)] if isinstance(colours, list) else colours
+            cv2.line(canvas, tuple(xy[a]), tuple(xy[b]), colour, thickness, cv2.LINE_AA, shift=4)
+    if joints:
+        r = max(1, thickness)
+        used = np.unique(pairs)
+        for j in used[ok[used]]:
+            cv2.circle(canvas, tuple(xy[j]), r * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
+
+
+def render_label_map(pose: PoseArrays, frame: int, height: int, width: int,
+                     thickness_px: int | None = None, face: bool = True, hands: bool = True,
+                     min_conf: float = 0.05) -> np.ndarray:
+    """The label map of one frame: uint8 (height, width, 3) RGB on black.
+
+    Keypoints are in pixels of pose.meta's frame size and are scaled to (height, width);
+    thickness defaults to 2 px at 256 px and scales with the map's size.
+    """
+    sx, sy = width / pose.meta.width, height / pose.meta.height
+    scale = np.array([sx, sy, 1.0], np.float32)
+    t = thickness_px or max(1, round(2 * min(height, width) / 256))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    _draw(canvas, pose.parts["body"][frame] * scale, BODY_PAIRS, BODY_COLOURS, t, min_conf)
+    if hands:
+        th = max(1, t // 2)
+        _draw(canvas, pose.parts["left_hand"][frame] * scale, HAND_PAIRS, LEFT_HAND_COLOURS, th, min_conf, joints=False)
+        _draw(canvas, pose.parts["right_hand"][frame] * scale, HAND_PAIRS, RIGHT_HAND_COLOURS, th, min_conf, joints=False)
+    if face:
+        _draw(canvas, pose.parts["face"][frame] * scale, FACE_PAIRS, FACE_COLOUR, 1, min_conf, joints=False)
+    return canvas
+
+
+def main(argv=None):
+    from tqdm import tqdm
+
+    from .posetable import read_pose
+    from .video import write_video
+
+    ap = argparse.ArgumentParser(description="Render a preview video of a pose table's label maps.")
+    ap.add_argument("--pose", required=True, help="pose table (Parquet)")
+    ap.add_argument("--out", required=True, help="preview mp4")
+    ap.add_argument("--thickness", type=int, default=None)
+    ap.add_argument("--no-face", action="store_true")
+    ap.add_argument("--no-hands", action="store_true")
+    a = ap.parse_args(argv)
+    pose = read_pose(a.pose)
+    h, w = pose.meta.height, pose.meta.width
+    frames = (render_label_map(pose, i, h, w, a.thickness, not a.no_face, not a.no_hands)
+              for i in tqdm(range(pose.n_frames), desc=f"labels {pose.meta.subject}", unit="frame"))
+    write_video(a.out, frames, pose.meta.fps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""decode_frames: sizes, resampling, trimming, pad/crop, the manifest, and bad input."""
+import json
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from steps.frames import decode_frames, load_frames
+from steps.video import FFMPEG, VideoError, probe, write_video
+
+from conftest import clip, moving_box_frames
+
+
+def test_decode_resamples_resizes_and_writes_manifest(box_video, tmp_path):
+    out = tmp_path / "frames"
+    n = decode_frames(str(box_video), out, fps=5, width=64, height=64, resize="pad", subject="box")
+    frames = load_frames(out)
+    assert n == 15 and frames.shape == (15, 64, 64, 3) and frames.dtype == np.uint8
+    man = pd.read_parquet(out / "manifest.parquet")
+    assert list(man.columns) == ["frame", "time_s", "src_time_s"]
+    assert man["frame"].tolist() == list(range(15))
+    assert man["frame"].dtype == np.int32 and man["time_s"].dtype == np.float32
+    np.testing.assert_allclose(man["time_s"], np.arange(15) / 5, atol=1e-6)
+    meta = json.loads(pq.read_schema(out / "manifest.parquet").metadata[b"edn"])
+    assert meta["subject"] == "box" and meta["width"] == 64 and meta["source_fps"] == pytest.approx(10)
+
+
+def test_pad_letterboxes_and_crop_fills(box_video, tmp_path):
+    # 160x120 into 64x64: pad keeps 4:3 (64x48 with 8-pixel black bars), crop fills the frame.
+    decode_frames(str(box_video), tmp_path / "pad", 10, 64, 64, "pad")
+    decode_frames(str(box_video), tmp_path / "crop", 10, 64, 64, "crop")
+    pad, crop = load_frames(tmp_path / "pad"), load_frames(tmp_path / "crop")
+    assert pad[:, :7].max() <= 16 and pad[:, -7:].max() <= 16  # black bars top and bottom
+    assert pad[:, 12:52].mean() > 30                           # picture in between
+    assert crop[:, :7].mean() > 30 and crop[:, -7:].mean() > 30  # no bars
+
+
+def test_box_moves_right_in_decoded_frames(box_video, tmp_path):
+    decode_frames(str(box_video), tmp_path / "f", 10, 160, 120, "pad")
+    frames = load_frames(tmp_path / "f").astype(int)
+    red = (frames[..., 0] > 150) & (frames[..., 2] < 90)
+    xs = [np.flatnonzero(r.any(axis=0)).mean() for r in red]
+    assert len(frames) == 30 and np.all(np.diff(xs) > 0)
+
+
+def test_trim_start_end(box_video, tmp_path):
+    n = decode_frames(str(box_video), tmp_path / "t", 10, 64, 64, start=1.0, end=2.0)
+    assert n == 10
+    man = pd.read_parquet(tmp_path / "t" / "manifest.parquet")
+    np.testing.assert_allclose(man["src_time_s"].iloc[0], 1.0)
+
+
+def test_write_video_reads_back(tmp_path):
+    path = tmp_path / "v.mp4"
+    assert write_video(path, moving_box_frames(12), fps=12) == 12
+    info = probe(path)
+    assert (info.width, info.height, info.n_frames) == (160, 120, 12)
+    assert info.fps == pytest.approx(12)
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_video", "empty", "audio_only"])
+def test_bad_videos_raise_clear_errors_and_leave_nothing(kind, tmp_path):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "not_video":
+        path.write_text("this is a text file, not a video\n" * 50)
+    elif kind == "empty":
+        path.touch()
+    elif kind == "audio_only":
+        subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                        str(path.with_suffix(".m4a"))], check=True)
+        path = path.with_suffix(".m4a")
+    out = tmp_path / "frames"
+    with pytest.raises(VideoError) as e:
+        decode_frames(str(path), out, 10, 64, 64, subject="alice")
+    msg = str(e.value)
+    assert "alice" in msg and str(path) in msg
+    expected = {"missing": "does not exist", "not_video": "not a readable video",
+                "empty": "empty", "audio_only": "no video stream"}[kind]
+    assert expected in msg
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_truncated_video_decodes_its_good_part(tmp_path):
+    src = tmp_path / "full.mp4"
+    rng = np.random.default_rng(0)  # noise makes every frame big, so half the bytes is ~half the frames
+    write_video(src, [rng.integers(0, 255, (120, 160, 3), np.uint8) for _ in range(40)], fps=10)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    # keep the moov atom (faststart puts it first) and the first half of the frame data
+    cut.write_bytes(data[: len(data) // 2])
+    n = decode_frames(str(cut), tmp_path / "f", 10, 64, 64, subject="cut")
+    assert 5 <= n < 40
+
+
+def test_real_clip_decodes_faster_than_realtime_with_rotation_upright(tmp_path):
+    path = clip("handheld_dribble.mp4")  # portrait phone video
+    n = decode_frames(str(path), tmp_path / "f", 12, 108, 192, "pad")
+    frames = load_frames(tmp_path / "f")
+    assert n == 40 and frames.shape[1:] == (192, 108, 3)
+    assert frames[:, :, :4].mean() > 10  # portrait fills the portrait frame: no side bars

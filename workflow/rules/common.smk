@@ -1,0 +1,87 @@
+# Shared helpers: config validation, the Python that runs the steps, data-dependent chunk lists,
+# and the list of final targets.
+import os
+import sys
+
+import pyarrow.parquet as pq
+from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+from steps.pose import chunk_ranges
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+SUBJECTS = sorted(config["subjects"])
+for _i, _t in enumerate(config.get("transfers", [])):
+    for _role in ("source", "target"):
+        if _t[_role] not in config["subjects"]:
+            raise ValueError(
+                f"config transfers[{_i}].{_role}: subject {_t[_role]!r} is not under 'subjects' "
+                f"(known: {', '.join(SUBJECTS)})"
+            )
+PAIRS = [f"{t['source']}__{t['target']}" for t in config.get("transfers", [])]
+TARGETS = sorted({t["target"] for t in config.get("transfers", [])})
+
+def job_environment():
+    """PYTHONPATH and PATH for `python -m steps.<stage>` in every job.
+
+    The steps package lives beside the Snakefile, so jobs find it whatever the working
+    directory. Under --sdm conda each rule's env puts its own python first on PATH; otherwise
+    the interpreter running Snakemake (the project's .venv) comes first, so the steps run with
+    the installed packages whatever `python` a user's shell would find.
+    """
+    env = os.environ
+    pythonpath = [workflow.basedir] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    update = {"PYTHONPATH": os.pathsep.join(pythonpath)}
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+        update["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    env.update(update)
+
+
+job_environment()
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9][A-Za-z0-9_-]*",
+    chunk=r"\d+",
+    source="[A-Za-z0-9][A-Za-z0-9_-]*",
+    target="[A-Za-z0-9][A-Za-z0-9_-]*",
+
+
+def subject_cfg(wildcards):
+    return config["subjects"][wildcards.subject]
+
+
+def subject_video(wildcards):
+    return subject_cfg(wildcards)["video"]
+
+
+def pose_chunk_files(wildcards):
+    """One chunk file per `pose.chunk_frames` frames; known once the frames are decoded."""
+    manifest = checkpoints.decode_frames.get(subject=wildcards.subject).output.manifest
+    n = pq.read_metadata(manifest).num_rows
+    return [
+        f"results/pose/chunks/{wildcards.subject}/{i:04d}.npz"
+        for i, _ in enumerate(chunk_ranges(n, config["pose"]["chunk_frames"]))
+    ]
+
+
+def chunk_bounds(wildcards):
+    start = int(wildcards.chunk) * config["pose"]["chunk_frames"]
+    return {"start": start, "end": start + config["pose"]["chunk_frames"]}
+
+
+def all_targets():
+    targets = expand("results/stats/{subject}.json", subject=SUBJECTS)
+    targets += expand("results/labels/{subject}.mp4", subject=SUBJECTS)
+    targets += expand("results/normalized/{pair}.parquet", pair=PAIRS)
+    targets += expand("results/labels/normalized/{pair}.mp4", pair=PAIRS)
+    return targets
+
+
+LABEL_FLAGS = " ".join(
+    [f"--thickness {config['labels']['thickness']}"]
+    + ([] if config["labels"]["face"] else ["--no-face"])
+    + ([] if config["labels"]["hands"] else ["--no-hands"])
+)

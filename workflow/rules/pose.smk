@@ -1,0 +1,65 @@
+rule extract_pose:
+    input:
+        frames="results/frames/{subject}/frames.npy",
+    output:
+        chunk=temp("results/pose/chunks/{subject}/{chunk}.npz"),
+    params:
+        bounds=chunk_bounds,
+        backend=config["pose"]["backend"],
+        det=config["pose"]["min_detection_confidence"],
+        track=config["pose"]["min_tracking_confidence"],
+    log:
+        "logs/extract_pose/{subject}/{chunk}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m steps.pose extract --frames {input.frames} --start {params.bounds[start]}"
+        " --end {params.bounds[end]} --out {output.chunk} --backend {params.backend}"
+        " --subject {wildcards.subject} --min-detection-confidence {params.det}"
+        " --min-tracking-confidence {params.track} > {log} 2>&1"
+
+
+rule merge_pose:
+    input:
+        chunks=pose_chunk_files,
+        manifest="results/frames/{subject}/manifest.parquet",
+    output:
+        pose="results/pose/{subject}.parquet",
+    params:
+        backend=config["pose"]["backend"],
+    log:
+        "logs/merge_pose/{subject}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
+        " --subject {wildcards.subject} --backend {params.backend} > {log} 2>&1"
+
+
+rule smooth_pose:
+    input:
+        pose="results/pose/{subject}.parquet",
+    output:
+        pose="results/pose_smooth/{subject}.parquet",
+    params:
+        c=config["smooth"],
+    log:
+        "logs/smooth_pose/{subject}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m steps.smooth --pose {input.pose} --out {output.pose} --method {params.c[method]}"
+        " --window {params.c[window]} --sigma {params.c[sigma]} --max-gap {params.c[max_gap]}"
+        " --min-confidence {params.c[min_confidence]}"
+        " --one-euro-min-cutoff {params.c[one_euro_min_cutoff]}"
+        " --one-euro-beta {params.c[one_euro_beta]} > {log} 2>&1"
