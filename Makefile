@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
+	$(BIN)/ruff check --select F,E9 --line-length 120 steps tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decode.py

@@ -9,6 +9,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/synth.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/pose.smk"
 include: "workflow/rules/stats.smk"

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import ffmpeg
@@ -24,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .posetable import atomic_path
+from .atomic import atomic_output
 from .video import FFMPEG, VideoError, probe
 
 NPY_HEADER_LEN = 128  # fixed, so the frame count can be patched in after streaming
@@ -75,34 +77,12 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
     expected = max(1, int(round(span * fps))) if span > 0 else None
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    npy, manifest = out_dir / "frames.npy", out_dir / "manifest.parquet"
-    tmp_npy, tmp_man = atomic_path(npy), atomic_path(manifest)
-    frame_bytes = width * height * 3
-    proc = decode_command(video, fps, width, height, resize, start, end).run_async(
-        cmd=FFMPEG, pipe_stdout=True, pipe_stderr=True)
-    n = 0
-    try:
-        with open(tmp_npy, "wb") as f, tqdm(total=expected, unit="frame", desc=f"decode {subject or video}",
-                                           disable=not progress, file=sys.stderr) as bar:
-            f.write(_npy_header((0, height, width, 3)))
-            while True:
-                buf = proc.stdout.read(frame_bytes * 8)
-                if not buf:
-                    break
-                whole = len(buf) - len(buf) % frame_bytes
-                if whole != len(buf):  # a read may end mid-frame: finish that frame
-                    rest = proc.stdout.read(frame_bytes - len(buf) % frame_bytes)
-                    buf += rest
-                    whole = len(buf) - len(buf) % frame_bytes
-                f.write(buf[:whole])
-                k = whole // frame_bytes
-                n += k
-                bar.update(k)
-            f.seek(0)
-            f.write(_npy_header((n, height, width, 3)))
-        err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() != 0:
+    with atomic_output(out_dir / "frames.npy") as tmp_npy, \
+            atomic_output(out_dir / "manifest.parquet") as tmp_man:
+        n, err, rc = _ffmpeg_into_npy(decode_command(video, fps, width, height, resize, start, end),
+                                      tmp_npy, (height, width, 3), expected,
+                                      f"decode {subject or video}", progress)
+        if rc != 0:
             raise VideoError(f"{who}ffmpeg could not decode {video}: {err[-500:]}")
         if n == 0:
             raise VideoError(f"{who}no frames decoded from {video}"
@@ -117,17 +97,45 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
                 "height": height, "resize": resize, "start": start, "end": end,
                 "source_fps": info.fps, "source_size": [info.width, info.height],
                 "rotation": info.rotation}
-        table = table.replace_schema_metadata({b"edn": json.dumps(meta).encode()})
-        pq.write_table(table, tmp_man)
-        os.replace(tmp_npy, npy)
-        os.replace(tmp_man, manifest)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        tmp_npy.unlink(missing_ok=True)
-        tmp_man.unlink(missing_ok=True)
+        pq.write_table(table.replace_schema_metadata({b"edn": json.dumps(meta).encode()}), tmp_man)
     return n
+
+
+def _ffmpeg_into_npy(stream, path: Path, frame_shape: tuple[int, int, int], expected: int | None,
+                     desc: str, progress: bool) -> tuple[int, str, int]:
+    """Run an ffmpeg stream of raw frames with the .npy file at `path` as its stdout.
+
+    ffmpeg writes straight into the file after the header, so no frame passes through Python;
+    the progress bar follows the file's size. Returns (frames, ffmpeg's stderr, return code).
+    """
+    frame_bytes = int(np.prod(frame_shape))
+    with open(path, "wb") as f, tempfile.TemporaryFile() as errf, \
+            tqdm(total=expected, unit="frame", desc=desc, disable=not progress, file=sys.stderr) as bar:
+        f.write(_npy_header((0, *frame_shape)))
+        f.flush()
+
+        def frames_written():
+            return (os.fstat(f.fileno()).st_size - NPY_HEADER_LEN) // frame_bytes
+
+        proc = subprocess.Popen(stream.compile(cmd=FFMPEG), stdout=f, stderr=errf, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    bar.update(frames_written() - bar.n)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        n = frames_written()
+        bar.update(n - bar.n)
+        f.truncate(NPY_HEADER_LEN + n * frame_bytes)  # drop a partly written last frame
+        f.seek(0)
+        f.write(_npy_header((n, *frame_shape)))
+        errf.seek(0)
+        return n, errf.read().decode(errors="replace").strip(), proc.returncode
 
 
 def load_frames(out_dir: str | os.PathLike) -> np.ndarray:

@@ -7,15 +7,14 @@ into `results/pose/{subject}.parquet` and refuses a video in which nobody was fo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .backends import BackendUnavailable, get_backend
-from .posetable import PARTS, B, PoseArrays, PoseMeta, atomic_path, write_pose
+from .atomic import atomic_output
+from .posetable import PARTS, B, PoseArrays, PoseMeta, write_pose
 
 
 class NoPersonError(ValueError):
@@ -38,12 +37,8 @@ def extract_arrays(frames, fps: float, subject: str = "", backend: str = "mediap
 
 
 def write_chunk(path, parts: dict[str, np.ndarray], start: int) -> None:
-    tmp = atomic_path(path).with_suffix(".npz")
-    try:
+    with atomic_output(path) as tmp:
         np.savez(tmp, start=start, **parts)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def detection_rates(pose: PoseArrays, min_conf: float = 0.3) -> dict[str, float]:
@@ -62,6 +57,53 @@ def detection_rates(pose: PoseArrays, min_conf: float = 0.3) -> dict[str, float]
     }
 
 
+def person_identities(body: np.ndarray, max_jump: float = 0.5) -> np.ndarray:
+    """Which person each frame shows: an id per frame, -1 where nobody was detected.
+
+    The detector returns one person per frame but may hand over to someone else (after losing
+    track, or at a chunk boundary where detection starts afresh). A frame starts a new track
+    when the body centre moved more than `max_jump` body heights since the last detected frame;
+    a new track joins the identity whose last position is nearest, within the same distance,
+    else it is a new identity.
+    """
+    seen = body[..., 2] > 0
+    ids = np.full(len(body), -1, np.int64)
+    last: list[tuple[np.ndarray, float]] = []  # per identity: last centre, last height
+    current = -1
+    prev = None
+    for t in np.flatnonzero(seen.any(axis=1)):
+        pts = body[t, seen[t], :2]
+        centre = np.median(pts, axis=0)
+        height = max(float(np.ptp(pts[:, 1])), 1.0)
+        if prev is not None and np.linalg.norm(centre - prev[0]) <= max_jump * max(height, prev[1]):
+            ids[t] = current
+        else:
+            dists = [np.linalg.norm(centre - c) / max(height, h) for c, h in last]
+            near = int(np.argmin(dists)) if dists else -1
+            current = near if near >= 0 and dists[near] <= max_jump else len(last)
+            if current == len(last):
+                last.append((centre, height))
+            ids[t] = current
+        last[current] = (centre, height)
+        prev = (centre, height)
+    return ids
+
+
+def keep_main_person(pose: PoseArrays, max_jump: float = 0.5) -> tuple[PoseArrays, dict]:
+    """Keep the person tracked in the most frames; frames showing anyone else become missing."""
+    ids = person_identities(pose.parts["body"], max_jump)
+    counts = np.bincount(ids[ids >= 0]) if (ids >= 0).any() else np.zeros(0, int)
+    info = {"identities": int(len(counts)), "frames_per_identity": counts.tolist()}
+    if len(counts) <= 1:
+        return pose, info
+    others = (ids >= 0) & (ids != int(np.argmax(counts)))
+    for arr in pose.parts.values():
+        arr[others, :, :2] = np.nan
+        arr[others, :, 2] = 0
+    info["frames_dropped"] = int(others.sum())
+    return pose, info
+
+
 def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float = 0.0,
                  video: str = "") -> PoseArrays:
     loaded = sorted((np.load(c) for c in chunks), key=lambda z: int(z["start"]))
@@ -72,6 +114,7 @@ def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float = 0.0
         expected += len(z["body"])
     parts = {p: np.concatenate([z[p] for z in loaded]) for p in PARTS}
     pose = PoseArrays(parts, np.arange(expected, dtype=np.float32) / np.float32(meta.fps), meta)
+    pose, meta.extra["main_person"] = keep_main_person(pose)
     rate = detection_rates(pose)["person"]
     if rate == 0 or rate < min_person_rate:
         raise NoPersonError(

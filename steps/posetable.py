@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_output
+
 # OpenPose BODY_25, the order the paper used.
 BODY_25 = [
     "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist",
@@ -172,23 +174,12 @@ def validate_table(df: pd.DataFrame, source: str = "<table>") -> None:
         raise PoseTableError(f"{source}: frames are not 0..N-1 without gaps")
 
 
-def atomic_path(path: str | os.PathLike) -> Path:
-    """A temporary sibling of `path`; write there, then os.replace, so no half file is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def write_pose(pa_: PoseArrays, path: str | os.PathLike) -> None:
     df = arrays_to_table(pa_)
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: pa_.meta.to_json()})
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_meta(path: str | os.PathLike) -> PoseMeta:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from .posetable import B, PoseArrays, atomic_path, read_pose
+from .atomic import atomic_output
+from .posetable import B, PoseArrays, read_pose
 
 
 class StatsError(ValueError):
@@ -91,12 +91,8 @@ def compute_stats(table: pd.DataFrame, subject: str, width: int, height: int,
 
 
 def write_json(obj: dict, path) -> None:
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_stats(path) -> SubjectStats:
@@ -124,13 +120,11 @@ def plot_stats(table: pd.DataFrame, st: SubjectStats, path) -> None:
     a2.set_ylabel("pixels")
     a2.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    tmp = atomic_path(path).with_suffix(".png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def main(argv=None):
@@ -151,12 +145,8 @@ def main(argv=None):
                            a.far_percentile, a.close_percentile, a.band)
     except StatsError as e:
         sys.exit(f"subject_stats: {e} (pose table {a.pose})")
-    tmp = atomic_path(a.table)
-    try:
+    with atomic_output(a.table) as tmp:
         table.to_parquet(tmp, index=False)
-        os.replace(tmp, a.table)
-    finally:
-        tmp.unlink(missing_ok=True)
     plot_stats(table, st, a.plot)
     write_json(asdict(st), a.json)
     print(json.dumps(asdict(st), indent=1), file=sys.stderr)

@@ -14,6 +14,8 @@ import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 
+from .atomic import atomic_output
+
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -93,9 +95,6 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     With `audio_from`, the first audio track of that file is copied in (AAC), cut to the video.
     Writes to a temporary file and renames, so a failure leaves nothing half-written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     it = iter(frames)
     first = next(it, None)
     if first is None:
@@ -110,25 +109,22 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     if audio_from:
         streams.append(ffmpeg.input(str(audio_from)).audio)
         out_kw.update(acodec="aac", shortest=None)
-    proc = (ffmpeg.output(*streams, str(tmp), **out_kw)
-            .overwrite_output().global_args("-loglevel", "error")
-            .run_async(cmd=FFMPEG, pipe_stdin=True, pipe_stderr=True))
     n = 0
-    try:
-        for frame in _chain(first, it):
-            if frame.shape[:2] != (h, w):
-                raise VideoError(f"{path}: frame {n} is {frame.shape[1]}x{frame.shape[0]}, expected {w}x{h}")
-            proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
-            n += 1
-        proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise VideoError(f"ffmpeg failed writing {path}: {err.strip()}")
-        os.replace(tmp, path)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp:
+        proc = (ffmpeg.output(*streams, str(tmp), **out_kw)
+                .overwrite_output().global_args("-loglevel", "error")
+                .run_async(cmd=FFMPEG, pipe_stdin=True, pipe_stderr=False))
+        try:
+            for frame in _chain(first, it):
+                if frame.shape[:2] != (h, w):
+                    raise VideoError(f"{path}: frame {n} is {frame.shape[1]}x{frame.shape[0]}, expected {w}x{h}")
+                proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
+                n += 1
+            proc.stdin.close()
+            if proc.wait() != 0:
+                raise VideoError(f"ffmpeg failed writing {path} (exit {proc.returncode}; its message is above)")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return n
