@@ -70,6 +70,17 @@ def node_hardware() -> tuple[str, int]:
     return hardware, max(256, int(real * 0.9))
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the process that started it dies (Linux), so
+    a killed test run leaves no daemon behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _clean_environ() -> dict[str, str]:
     """os.environ without SLURM_* job variables (in case the tests themselves run in a job)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
@@ -97,12 +108,16 @@ class SlurmCluster:
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
         (self.root / "munge").chmod(0o700)
+        ctld_port = _free_port()
+        slurmd_port = _free_port()
+        while slurmd_port == ctld_port:
+            slurmd_port = _free_port()
         hardware, memory_mb = node_hardware()
         self.memory_mb = memory_mb
         text = string.Template((HERE / "slurm.conf.in").read_text()).substitute(
             root=self.root,
-            ctld_port=_free_port(),
-            slurmd_port=_free_port(),
+            ctld_port=ctld_port,
+            slurmd_port=slurmd_port,
             munge_socket=self.munge_socket,
             hardware=hardware,
             memory_mb=memory_mb,
@@ -139,7 +154,7 @@ class SlurmCluster:
         out = open(self.root / "log" / f"{name}.out", "wb")
         self.procs[name] = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, cwd=self.root, start_new_session=True,
+            env=self.env, cwd=self.root, start_new_session=True, preexec_fn=_die_with_parent,
         )
         out.close()
 
