@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steps.backends import BACKENDS, BackendUnavailable, get_backend
-from steps.backends.convert import (C, KEYPOINT_SCORE_SCALE, N_PARTS, PART_COLUMNS,
+from steps.backends.convert import (C, KEYPOINT_SCORE_SCALE, fit_scale_shift, warp_iuv, N_PARTS, PART_COLUMNS,
                                     MainPersonTracker, box_iou, chart_origin, chart_to_frame_iuv,
                                     coco17_to_body25, iuv_index_row, keypoint_confidence,
                                     label_map_with_iuv, match_to_keypoints, paste_chart,
@@ -455,3 +455,40 @@ def test_densepose_random_model_writes_the_iuv_store(tmp_path):
     assert iuv.shape == (3, 96, 128, 3) and index["frame"].tolist() == [0, 1, 2]
     assert {c: str(t) for c, t in index.dtypes.items()} == INDEX_DTYPES
     assert (index["pixels"] == index[PART_COLUMNS].sum(axis=1)).all()
+
+
+def test_fit_scale_shift_and_warp_iuv_follow_a_normalized_pose():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 60, (25, 2))
+    src[3] = np.nan                                  # a missing joint is ignored
+    dst = 2 * src + [5, -3]
+    dst[7] = np.nan
+    s, t = fit_scale_shift(src, dst)
+    assert s == pytest.approx(2) and t == pytest.approx([5, -3])
+    assert fit_scale_shift(src[:1], dst[:1]) is None
+    assert fit_scale_shift(np.ones((4, 2)), np.ones((4, 2))) is None
+    iuv = np.zeros((20, 20, 3), np.uint8)
+    iuv[2:4, 3:5] = [7, 100, 200]                    # a 2 x 2 patch of part 7
+    out = warp_iuv(iuv, 2.0, (1.5, 0.5), 24, 30)   # no pixel centre on a pixel edge: no ties
+    assert out.shape == (24, 30, 3)
+    ys, xs = np.nonzero(out[..., 0])
+    assert set(map(tuple, out[ys, xs])) == {(7, 100, 200)}  # values kept, not blended
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (4, 7, 7, 10)  # rows [1.5, 3.5] -> [3.5, 7.5]
+
+
+def test_merge_cli_writes_the_store_and_names_the_subject_on_error(tmp_path):
+    import subprocess
+    import sys
+
+    c0, a0 = iuv_chunk(tmp_path, "0000.npz", 0, 2)
+    c1, a1 = iuv_chunk(tmp_path, "0001.npz", 2, 2)
+    run = lambda *chunks: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "steps.backends.densepose", "merge", *chunks, "--out-dir",
+         str(tmp_path / "store"), "--subject", "bob"], cwd=ROOT, capture_output=True, text=True)
+    r = run(c0, c1)
+    assert r.returncode == 0, r.stderr
+    iuv, index = load_iuv(tmp_path / "store")
+    np.testing.assert_array_equal(iuv, np.concatenate([a0, a1]))
+    assert "4 frames" in r.stderr
+    r = run(c1)
+    assert r.returncode != 0 and "merge_densepose: subject 'bob'" in r.stderr and "gap at frame 0" in r.stderr

@@ -283,3 +283,34 @@ def label_map_with_iuv(label_map: np.ndarray, iuv: np.ndarray, mode: str = "conc
         out[drawn] = label_map[drawn]
         return out
     raise ValueError(f"label-map IUV mode must be none, concat or overlay, got {mode!r}")
+
+
+def fit_scale_shift(src_xy: np.ndarray, dst_xy: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """Least-squares uniform scale s and shift t with dst = s src + t, over the points finite in
+    both ((J, 2) each); None with fewer than 2 such points or no spread.
+
+    A normalized pose is the source pose scaled about a point and shifted, frame by frame
+    (steps.normalize), so this recovers the per-frame transform from the two pose tables, and
+    warp_iuv applies it to the source's IUV images for transfer label maps."""
+    src_xy, dst_xy = np.asarray(src_xy, np.float64), np.asarray(dst_xy, np.float64)
+    ok = np.isfinite(src_xy).all(1) & np.isfinite(dst_xy).all(1)
+    if ok.sum() < 2:
+        return None
+    a, b = src_xy[ok], dst_xy[ok]
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    spread = (ac ** 2).sum()
+    if spread <= 1e-12:
+        return None
+    s = float((ac * bc).sum() / spread)
+    return s, b.mean(0) - s * a.mean(0)
+
+
+def warp_iuv(iuv: np.ndarray, scale: float, shift, height: int | None = None,
+             width: int | None = None) -> np.ndarray:
+    """An IUV image moved by p' = scale p + shift (pixels), nearest neighbour (part indices and
+    U, V never blend), into a (height, width) frame (default: the same size); outside is 0."""
+    h = iuv.shape[0] if height is None else height
+    w = iuv.shape[1] if width is None else width
+    m = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]], np.float64)
+    return cv2.warpAffine(np.ascontiguousarray(iuv), m, (w, h), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -34,7 +34,7 @@ from .convert import (PART_COLUMNS, PART_NAMES, MainPersonTracker, chart_origin,
 from .detectron2 import build_predictor, run_predictor
 
 DENSEPOSE_INSTALL = ("DensePose is part of detectron2's source tree, not of PyPI: "
-                     "pip install -e detectron2/projects/DensePose")
+                     "pip install --no-build-isolation -e detectron2/projects/DensePose")
 
 INDEX_DTYPES = {"frame": "int32", "detected": "bool", "x0": "float32", "y0": "float32",
                 "x1": "float32", "y1": "float32", "score": "float32", "n_people": "int16",

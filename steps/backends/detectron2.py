@@ -23,7 +23,7 @@ from .convert import KEYPOINT_SCORE_SCALE, coco17_to_body25, select_main
 
 DOCS = "docs/detectron2.md"
 INSTALL = ("detectron2 is not on PyPI: install it from its source "
-           "(git clone https://github.com/facebookresearch/detectron2; pip install -e detectron2)")
+           "(git clone https://github.com/facebookresearch/detectron2; pip install --no-build-isolation -e detectron2)")
 
 
 def unavailable(backend: str, problems: list[str]) -> BackendUnavailable:
