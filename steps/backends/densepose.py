@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_output
 from .base import BackendUnavailable
 from .convert import (PART_COLUMNS, PART_NAMES, MainPersonTracker, chart_origin,
                       iuv_index_row, match_to_keypoints, paste_chart)
@@ -125,16 +126,11 @@ class DensePoseBackend:
 
 # ---- the IUV store ---------------------------------------------------------------------------
 
-def _tmp(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def merge_chunks(chunks: list[str], out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
     """Pose chunks holding `iuv` and `iuv_index` -> out_dir/iuv.npy and out_dir/index.parquet.
 
     Chunks are ordered by their `start` and must tile the frames; the index's `frame` becomes the
-    frame of the video. Written to temporary names and renamed, iuv.npy last but one."""
+    frame of the video. Each file is written under a temporary name and renamed when whole."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -153,10 +149,9 @@ def merge_chunks(chunks: list[str], out_dir: str | os.PathLike, meta: dict | Non
     if len(shapes) > 1:
         raise ValueError(f"IUV chunks of different frame sizes: {sorted(shapes)}")
     shape = shapes.pop() if shapes else (0, 0, 3)
-    tmp_npy, tmp_idx = _tmp(out / "iuv.npy"), _tmp(out / "index.parquet")
-    try:
-        arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(expected, *shape))
-        rows = []
+    rows = []
+    with atomic_output(out / "iuv.npy") as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(expected, *shape))
         for z in loaded:
             s, n = int(z["start"]), len(z["iuv"])
             arr[s:s + n] = z["iuv"]
@@ -165,17 +160,13 @@ def merge_chunks(chunks: list[str], out_dir: str | os.PathLike, meta: dict | Non
             rows.append(idx)
         arr.flush()
         del arr
-        index = index_frame(pd.concat(rows, ignore_index=True) if rows else [])
-        md = {"height": int(shape[0]), "width": int(shape[1]), "frames": expected, "channels": CHANNELS,
-              "parts": dict(zip(PART_COLUMNS, PART_NAMES)), **(meta or {})}
-        table = pa.Table.from_pandas(index, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(md).encode()})
-        pq.write_table(table, tmp_idx, compression="zstd")
-        os.replace(tmp_npy, out / "iuv.npy")
-        os.replace(tmp_idx, out / "index.parquet")
-    finally:
-        tmp_npy.unlink(missing_ok=True)
-        tmp_idx.unlink(missing_ok=True)
+    index = index_frame(pd.concat(rows, ignore_index=True) if rows else [])
+    md = {"height": int(shape[0]), "width": int(shape[1]), "frames": expected, "channels": CHANNELS,
+          "parts": dict(zip(PART_COLUMNS, PART_NAMES)), **(meta or {})}
+    table = pa.Table.from_pandas(index, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(md).encode()})
+    with atomic_output(out / "index.parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return out
 
 
