@@ -244,8 +244,9 @@ def test_label_map_with_iuv_modes():
 
 # ---- the IUV store ---------------------------------------------------------------------------
 
-def iuv_chunk(tmp_path, name, start, n, h=6, w=8):
-    """A pose chunk as extract_pose writes it with the densepose back end (keypoints + extras)."""
+def iuv_chunk(tmp_path, name, start, n, h=6, w=8, seen=()):
+    """A pose chunk as extract_pose writes it with the densepose back end (keypoints + extras);
+    the body is seen in the chunk's frames `seen`."""
     from steps.pose import write_chunk
 
     iuv = np.zeros((n, h, w, 3), np.uint8)
@@ -254,6 +255,8 @@ def iuv_chunk(tmp_path, name, start, n, h=6, w=8):
         iuv[f, f % h, :3] = [start + f + 1, 10, 20]
         rows.append(iuv_index_row(f, iuv[f], (0, f % h, 3, f % h + 1), 0.9, 1))
     parts = keypoints_to_parts([np.zeros((0, 4))] * n, [np.zeros(0)] * n, [np.zeros((0, 17, 3))] * n)
+    for f in seen:
+        parts["body"][f, :, :] = [10, 10, 0.9]
     path = tmp_path / name
     write_chunk(path, {**parts, "iuv": iuv, "iuv_index": index_frame(rows).to_records(index=False)}, start)
     return str(path), iuv
@@ -276,6 +279,18 @@ def test_iuv_store_merges_chunks_in_order(tmp_path):
     meta = json.loads(pq.read_schema(out / "index.parquet").metadata[b"edn"])
     assert meta["subject"] == "alice" and meta["frames"] == 5 and meta["parts"]["part_23"] == "head_right"
     assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".")]
+
+
+def test_iuv_store_keeps_only_the_pose_tables_person(tmp_path):
+    c0, a0 = iuv_chunk(tmp_path, "0000.npz", 0, 4, seen=(0, 1, 2))
+    body = np.zeros((4, 25, 3), np.float32)
+    body[0, :, 2] = 0.9  # merge_pose kept frame 0's person and dropped frames 1 and 2 (someone else)
+    iuv, index = load_iuv(merge_chunks([c0], tmp_path / "store", pose_body=body))
+    np.testing.assert_array_equal(iuv[[0, 3]], a0[[0, 3]])  # frame 3: no keypoints, IUV kept
+    assert not iuv[1:3].any()
+    assert index["dropped"].tolist() == [False, True, True, False]
+    assert index["detected"].tolist() == [True, False, False, True]
+    assert index["pixels"].tolist() == [3, 0, 0, 3] and index.loc[1, PART_COLUMNS].sum() == 0
 
 
 def test_iuv_store_rejects_gaps_and_chunks_without_iuv(tmp_path):

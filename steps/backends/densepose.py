@@ -11,7 +11,8 @@ The back end:
   joints, the one select_main's rule follows), pastes its chart result into frame coordinates
   (convert.paste_chart: boxes leaving the frame are clipped) and keeps the frame's IUV image
   (uint8: I = part, U and V scaled to 0-255; 0 everywhere off the person) and an index row
-  (frame, detected, box x0 y0 x1 y1, score, n_people, pixels, part_01..part_24 pixel counts);
+  (frame, detected, box x0 y0 x1 y1, score, n_people, pixels, part_01..part_24 pixel counts,
+  dropped);
 - hands both to extract_pose as `chunk_extras()`, written into the pose chunk; `merge` below
   joins the chunks into the store `results/densepose/{subject}/iuv.npy` (N, H, W, 3), memory-
   mappable like the frames store, and `index.parquet`.
@@ -39,15 +40,17 @@ DENSEPOSE_INSTALL = ("DensePose is part of detectron2's source tree, not of PyPI
 
 INDEX_DTYPES = {"frame": "int32", "detected": "bool", "x0": "float32", "y0": "float32",
                 "x1": "float32", "y1": "float32", "score": "float32", "n_people": "int16",
-                "pixels": "int32", **{c: "int32" for c in PART_COLUMNS}}
+                "pixels": "int32", **{c: "int32" for c in PART_COLUMNS}, "dropped": "bool"}
 META_KEY = b"edn"
 CHANNELS = "I: DensePose part 0-24 (0 = background); U, V: chart coordinates x 255"
 
 
 def index_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     """The IUV index with its column order and dtypes (also for zero rows)."""
-    df = pd.DataFrame(rows, columns=list(INDEX_DTYPES))
-    return df.astype(INDEX_DTYPES)
+    df = pd.DataFrame(rows)
+    if "dropped" not in df:
+        df["dropped"] = False
+    return df.reindex(columns=list(INDEX_DTYPES)).astype(INDEX_DTYPES)
 
 
 class DensePoseBackend:
@@ -126,11 +129,15 @@ class DensePoseBackend:
 
 # ---- the IUV store ---------------------------------------------------------------------------
 
-def merge_chunks(chunks: list[str], out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
+def merge_chunks(chunks: list[str], out_dir: str | os.PathLike, meta: dict | None = None,
+                 pose_body: np.ndarray | None = None) -> Path:
     """Pose chunks holding `iuv` and `iuv_index` -> out_dir/iuv.npy and out_dir/index.parquet.
 
     Chunks are ordered by their `start` and must tile the frames; the index's `frame` becomes the
-    frame of the video. Each file is written under a temporary name and renamed when whole."""
+    frame of the video. With `pose_body`, the merged pose table's body (N, 25, 3), frames where a
+    chunk saw a person but the table has none (merge_pose judged them someone else) get an empty
+    IUV image, `detected` false and `dropped` true, so the store shows the table's person only.
+    Each file is written under a temporary name and renamed when whole."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -157,6 +164,12 @@ def merge_chunks(chunks: list[str], out_dir: str | os.PathLike, meta: dict | Non
             arr[s:s + n] = z["iuv"]
             idx = pd.DataFrame(z["iuv_index"])
             idx["frame"] = idx["frame"] + s
+            idx["dropped"] = False
+            if pose_body is not None:
+                gone = (z["body"][..., 2] > 0).any(1) & ~(pose_body[s:s + n, :, 2] > 0).any(1)
+                arr[s:s + n][gone] = 0
+                idx.loc[gone, PART_COLUMNS + ["pixels"]] = 0
+                idx.loc[gone, ["detected", "dropped"]] = [False, True]
             rows.append(idx)
         arr.flush()
         del arr
@@ -185,9 +198,15 @@ def main(argv=None):
     mg.add_argument("chunks", nargs="+")
     mg.add_argument("--out-dir", required=True)
     mg.add_argument("--subject", default="")
+    mg.add_argument("--pose", default=None, help="the merged pose table: keep the IUV of its person only")
     a = ap.parse_args(argv)
+    body = None
+    if a.pose:
+        from ..posetable import read_pose
+
+        body = read_pose(a.pose).parts["body"]
     try:
-        out = merge_chunks(a.chunks, a.out_dir, {"subject": a.subject})
+        out = merge_chunks(a.chunks, a.out_dir, {"subject": a.subject}, body)
     except ValueError as e:
         sys.exit(f"merge_densepose: subject {a.subject!r}: {e}")
     _, index = load_iuv(out)
