@@ -5,6 +5,8 @@ from .base import BackendUnavailable, PoseBackend
 
 BACKENDS = {
     "mediapipe": "steps.backends.mediapipe:MediaPipeBackend",
+    "detectron2_keypoints": "steps.backends.detectron2:Detectron2KeypointBackend",
+    "densepose": "steps.backends.densepose:DensePoseBackend",
 }
 
 
