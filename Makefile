@@ -16,10 +16,24 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
+# The whole pipeline on the default config: two rendered dancers, demo-sized GANs (CPU minutes).
 demo: $(STAMP)
-	$(BIN)/python -m steps.demo --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
+	@echo
+	@cat results/eval/demo_target.md
+	@echo
+	@echo "Transfer video:     results/transfer/demo_source__demo_target.mp4"
+	@echo "Side by side:       results/transfer/demo_source__demo_target_side_by_side.mp4 (source | pose | output)"
+	@echo "Stills:             results/transfer/demo_source__demo_target_stills/"
+	@echo "Evaluation table:   results/eval/demo_target.md"
+	@echo "Training curves:    results/models/demo_target/loss.png, face_loss.png"
+	@echo "Report (all plots): results/report.html"
 
+# install_slurm.sh installs slurm-wlm and munge for the one-node cluster test when it can (root,
+# apt-get) and otherwise says why the SLURM tests will skip.
 test: $(STAMP)
+	bash tests/cluster/install_slurm.sh
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

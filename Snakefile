@@ -14,9 +14,20 @@ include: "workflow/rules/frames.smk"
 include: "workflow/rules/pose.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/labels.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/face.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         all_targets(),
     default_target: True
+
+
+# The first half alone (`snakemake --cores all prepare`): check the poses, statistics and label
+# maps of new videos before spending GPU hours on training.
+rule prepare:
+    input:
+        prepare_targets(),

@@ -44,7 +44,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -53,7 +53,9 @@ import torch
 import torch.nn as nn
 
 from .models import IMG_CH, LABEL_CH, GlobalGenerator, MultiscaleDiscriminator, count_params, feature_matching_loss, lsgan_loss
+from .normalize import interp_missing
 from .posetable import B, PoseArrays
+from .train import settings_from_dict
 
 log = logging.getLogger("face")
 
@@ -94,14 +96,6 @@ def head_centres(pose: PoseArrays, height: int, width: int, min_conf: float = 0.
     return (c * np.array([sx, sy])).astype(np.float64)
 
 
-def _fill(v: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(v)
-    if ok.all() or not ok.any():
-        return v
-    i = np.arange(len(v))
-    return np.interp(i, i[ok], v[ok])
-
-
 def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(v) < 2:
         return v
@@ -130,8 +124,8 @@ def face_boxes(pose: PoseArrays, height: int, width: int, size: int | None = Non
     seen = np.isfinite(c).all(1)
     if not seen.any():  # no head anywhere: the top centre of the frame (documented fallback)
         c = np.tile([width / 2, s / 2], (len(c), 1))
-    cx = _moving_average(_fill(c[:, 0]), smooth_window)
-    cy = _moving_average(_fill(c[:, 1]), smooth_window)
+    cx = _moving_average(interp_missing(c[:, 0]), smooth_window)
+    cy = _moving_average(interp_missing(c[:, 1]), smooth_window)
     x0 = np.clip(np.round(cx - s / 2), 0, width - s).astype(np.int64)
     y0 = np.clip(np.round(cy - s / 2), 0, height - s).astype(np.int64)
     return FaceBoxes(np.stack([x0, y0, x0 + s, y0 + s], 1), seen, s)
@@ -235,11 +229,7 @@ class FaceTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FaceTrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names - RULE_KEYS
-        if unknown:
-            raise ValueError(f"unknown face settings: {sorted(unknown)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return settings_from_dict(cls, d, "face", RULE_KEYS)
 
     def model_config(self) -> FaceModelConfig:
         return FaceModelConfig(self.ngf, self.n_down, self.n_blocks, self.ndf, self.n_layers_D, self.num_D)

@@ -12,6 +12,7 @@ import colorsys
 import cv2
 import numpy as np
 
+from .backends.convert import label_map_with_iuv
 from .posetable import B, PoseArrays
 
 # BODY_25 limbs, in OpenPose's order.
@@ -104,11 +105,22 @@ def main(argv=None):
     ap.add_argument("--thickness", type=int, default=None)
     ap.add_argument("--no-face", action="store_true")
     ap.add_argument("--no-hands", action="store_true")
+    ap.add_argument("--iuv", default=None, help="DensePose IUV store (iuv.npy, one image per frame) to show under the skeleton")
+    ap.add_argument("--iuv-mode", default="overlay", choices=["overlay", "none"])
     a = ap.parse_args(argv)
     pose = read_pose(a.pose)
     h, w = pose.meta.height, pose.meta.width
-    frames = (render_label_map(pose, i, h, w, a.thickness, not a.no_face, not a.no_hands)
-              for i in tqdm(range(pose.n_frames), desc=f"labels {pose.meta.subject}", unit="frame"))
+    iuv = np.load(a.iuv, mmap_mode="r") if a.iuv else None
+    if iuv is not None and len(iuv) != pose.n_frames:
+        raise SystemExit(f"{a.iuv} has {len(iuv)} IUV images but {a.pose} has {pose.n_frames} frames")
+
+    def frame(i):
+        lab = render_label_map(pose, i, h, w, a.thickness, not a.no_face, not a.no_hands)
+        if iuv is None:
+            return lab
+        return label_map_with_iuv(lab, np.asarray(iuv[i]), a.iuv_mode)
+
+    frames = (frame(i) for i in tqdm(range(pose.n_frames), desc=f"labels {pose.meta.subject}", unit="frame"))
     write_video(a.out, frames, pose.meta.fps)
 
 

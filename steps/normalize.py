@@ -25,7 +25,7 @@ from .smooth import median_smooth
 from .stats import SubjectStats, load_stats, per_frame
 
 
-def _interp_missing(v: np.ndarray) -> np.ndarray:
+def interp_missing(v: np.ndarray) -> np.ndarray:
     """Fill NaN entries from the nearest valid neighbours (linear inside, held at the ends)."""
     ok = np.isfinite(v)
     if ok.all() or not ok.any():
@@ -46,7 +46,7 @@ def normalization_params(toe: np.ndarray, src: SubjectStats, tgt: SubjectStats,
     if not np.isfinite(p).any():  # no frame with both ankles: fall back on the medians
         scale = np.full_like(toe, tgt.median_height / src.median_height)
         return scale, np.full_like(toe, np.nan)
-    scale, offset = _interp_missing(scale), _interp_missing(offset)
+    scale, offset = interp_missing(scale), interp_missing(offset)
     if smooth_window > 1:
         scale = median_smooth(scale[:, None], smooth_window)[:, 0]
         offset = median_smooth(offset[:, None], smooth_window)[:, 0]
@@ -59,7 +59,7 @@ def normalize(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_w
     toe = frame["toe"].to_numpy(np.float64)
     scale, offset = normalization_params(toe, src, tgt, smooth_window)
     # the foot each frame is scaled about; where unseen, the track of the known feet
-    foot = _interp_missing(toe) if np.isfinite(toe).any() else np.full_like(toe, src.median_toe)
+    foot = interp_missing(toe) if np.isfinite(toe).any() else np.full_like(toe, src.median_toe)
     if not np.isfinite(offset).any():
         offset = tgt.median_toe - foot
     new_foot = foot + offset

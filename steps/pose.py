@@ -27,11 +27,18 @@ def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
 
 
 def extract_arrays(frames, fps: float, subject: str = "", backend: str = "mediapipe",
-                   options: dict | None = None, progress: bool = False) -> PoseArrays:
-    """Run a back end over RGB frames (N, H, W, 3) and return dense pose arrays."""
+                   options: dict | None = None, progress: bool = False,
+                   extras: dict | None = None) -> PoseArrays:
+    """Run a back end over RGB frames (N, H, W, 3) and return dense pose arrays.
+
+    A back end with more to store than keypoints (densepose: the IUV images and their index)
+    hands it over through `chunk_extras()`; it is added to `extras` when a dict is given."""
     n, h, w = len(frames), frames.shape[1], frames.shape[2]
     it = tqdm(frames, total=n, unit="frame", desc=f"pose {subject}", disable=not progress, file=sys.stderr)
-    parts = get_backend(backend, options).extract(it)
+    be = get_backend(backend, options)
+    parts = be.extract(it)
+    if extras is not None:
+        extras.update(getattr(be, "chunk_extras", dict)())
     meta = PoseMeta(subject=subject, width=w, height=h, fps=fps, backend=backend)
     return PoseArrays(parts, np.arange(n, dtype=np.float32) / np.float32(fps), meta)
 
@@ -135,6 +142,9 @@ def main(argv=None):
     ex.add_argument("--subject", default="")
     ex.add_argument("--min-detection-confidence", type=float, default=0.5)
     ex.add_argument("--min-tracking-confidence", type=float, default=0.5)
+    ex.add_argument("--options", default=None,
+                    help="the back end's options as JSON (steps.backends.options.backend_options); "
+                         "when given, the two MediaPipe flags above are not used")
     mg = sub.add_parser("merge", help="merge chunks into the pose table")
     mg.add_argument("chunks", nargs="+")
     mg.add_argument("--manifest", required=True)
@@ -146,13 +156,20 @@ def main(argv=None):
 
     if a.cmd == "extract":
         frames = np.load(a.frames, mmap_mode="r")
-        opts = {"min_detection_confidence": a.min_detection_confidence,
-                "min_tracking_confidence": a.min_tracking_confidence}
+        if a.options:
+            import json
+
+            opts = json.loads(a.options)
+        else:
+            opts = {"min_detection_confidence": a.min_detection_confidence,
+                    "min_tracking_confidence": a.min_tracking_confidence}
+        extras: dict = {}
         try:
-            pose = extract_arrays(frames[a.start:a.end], 1.0, a.subject, a.backend, opts, progress=True)
+            pose = extract_arrays(frames[a.start:a.end], 1.0, a.subject, a.backend, opts, progress=True,
+                                  extras=extras)
         except BackendUnavailable as e:
             sys.exit(f"extract_pose: subject {a.subject!r}: {e}")
-        write_chunk(a.out, pose.parts, a.start)
+        write_chunk(a.out, {**pose.parts, **extras}, a.start)
         return
 
     import json

@@ -51,6 +51,15 @@ log = logging.getLogger("train")
 RULE_KEYS = {"gpus", "mem_mb", "runtime", "cpus_per_task", "threads"}
 
 
+def settings_from_dict(cls, d: dict, section: str, rule_keys=RULE_KEYS):
+    """A settings dataclass from the config's `section`; `rule_keys` belong to the rule."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names - set(rule_keys)
+    if unknown:
+        raise ValueError(f"unknown {section} settings: {sorted(unknown)}")
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass
 class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda
@@ -70,6 +79,7 @@ class TrainConfig:
     num_D: int = 2
     lambda_feat: float = 10.0
     lambda_vgg: float = 10.0
+    lambda_l1: float = 0.0          # pix2pix's L1 to the real frame (not in pix2pixHD); speeds up short runs
     vgg: bool = True
     vgg_weights: str | None = None
     lr: float = 2e-4
@@ -91,11 +101,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names - RULE_KEYS
-        if unknown:
-            raise ValueError(f"unknown train settings: {sorted(unknown)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return settings_from_dict(cls, d, "train")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -310,7 +316,7 @@ def generate_sequence(model: nn.Module, label_maps: Iterable[np.ndarray], device
 # --- plots and samples ------------------------------------------------------------------------
 
 LOSS_COLUMNS = ["step", "phase", "lr", "loss_D", "loss_D_real", "loss_D_fake", "loss_G", "loss_G_gan",
-                "loss_G_fm", "loss_G_vgg", "l1", "val_l1", "time_s"]
+                "loss_G_fm", "loss_G_vgg", "loss_G_l1", "l1", "val_l1", "time_s"]
 
 
 def plot_losses(csv_path, png_path) -> None:
@@ -323,7 +329,7 @@ def plot_losses(csv_path, png_path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     groups = [("discriminator", ["loss_D", "loss_D_real", "loss_D_fake"]),
               ("generator (adversarial)", ["loss_G_gan"]),
-              ("generator (matching)", ["loss_G_fm", "loss_G_vgg", "loss_G"]),
+              ("generator (matching)", ["loss_G_fm", "loss_G_vgg", "loss_G_l1", "loss_G"]),
               ("reconstruction L1 (0..1 units)", ["l1", "val_l1"])]
     for ax, (title, cols) in zip(axes.flat, groups):
         for c in cols:
@@ -643,7 +649,11 @@ def train_step(pair_run, g, d, d_run, opt_g, opt_d, vgg, cfg: TrainConfig, y_t, 
             loss_vgg = vgg(torch.cat([fake_t, fake_t1]), torch.cat([x_t, x_t1])) * cfg.lambda_vgg
         else:
             loss_vgg = torch.zeros((), device=x_t.device)
-    loss_g = loss_gan + loss_fm + loss_vgg
+        if cfg.lambda_l1:
+            loss_l1 = 0.5 * ((fake_t - x_t).abs().mean() + (fake_t1 - x_t1).abs().mean()) * cfg.lambda_l1
+        else:
+            loss_l1 = torch.zeros((), device=x_t.device)
+    loss_g = loss_gan + loss_fm + loss_vgg + loss_l1
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -662,7 +672,8 @@ def train_step(pair_run, g, d, d_run, opt_g, opt_d, vgg, cfg: TrainConfig, y_t, 
     with torch.no_grad():
         l1 = 0.5 * ((fake_t.float() - x_t).abs().mean() + (fake_t1.float() - x_t1).abs().mean()) / 2
     out = {"loss_D": loss_d, "loss_D_real": loss_real, "loss_D_fake": loss_fake, "loss_G": loss_g,
-           "loss_G_gan": loss_gan, "loss_G_fm": loss_fm, "loss_G_vgg": loss_vgg, "l1": l1}
+           "loss_G_gan": loss_gan, "loss_G_fm": loss_fm, "loss_G_vgg": loss_vgg, "loss_G_l1": loss_l1,
+           "l1": l1}
     return {k: float(v.detach()) for k, v in out.items()}
 
 

@@ -507,3 +507,50 @@ def test_merge_cli_writes_the_store_and_names_the_subject_on_error(tmp_path):
     assert "4 frames" in r.stderr
     r = run(c1)
     assert r.returncode != 0 and "merge_densepose: subject 'bob'" in r.stderr and "gap at frame 0" in r.stderr
+
+
+def test_label_previews_show_the_iuv_under_the_skeleton(tmp_path):
+    """steps.labels --iuv (what render_labels runs with labels.iuv: overlay): the preview frames
+    are the coloured IUV where the person is, the skeleton on top, black elsewhere."""
+    import subprocess
+    import sys
+
+    import av
+
+    from steps.backends.convert import iuv_colour
+    from steps.labels import render_label_map
+    from steps.posetable import empty_arrays
+
+    n, h, w = 4, 64, 64
+    pose = empty_arrays(n, PoseMeta("iuv", w, h, 10.0, "test"))
+    pose.parts["body"][:, B["Neck"]] = (32, 20, 1.0)
+    pose.parts["body"][:, B["MidHip"]] = (32, 44, 1.0)
+    write_pose(pose, tmp_path / "pose.parquet")
+    iuv = np.zeros((n, h, w, 3), np.uint8)
+    iuv[:, 10:54, 8:24] = (3, 100, 200)      # an arm-like patch beside the skeleton
+    np.save(tmp_path / "iuv.npy", iuv)
+    cmd = [sys.executable, "-m", "steps.labels", "--pose", str(tmp_path / "pose.parquet"), "--thickness", "2",
+           "--no-face", "--no-hands", "--iuv", str(tmp_path / "iuv.npy"), "--out", str(tmp_path / "p.mp4")]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    with av.open(str(tmp_path / "p.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == n
+    patch = iuv_colour(iuv[0])[30, 16].astype(int)
+    assert np.abs(frames[0][20:44, 12:20].reshape(-1, 3).mean(0) - patch).max() < 12   # the IUV colour
+    skeleton = render_label_map(pose, 0, h, w, 2, False, False)
+    assert np.abs(frames[0][28:36, 32:34].astype(int) - skeleton[28:36, 32:34]).mean() < 12  # skeleton on top
+    assert frames[0][:, 40:].max() < 30  # background stays black
+    np.save(tmp_path / "short.npy", iuv[:2])
+    bad = subprocess.run(cmd[:-4] + ["--iuv", str(tmp_path / "short.npy"), "--out", str(tmp_path / "q.mp4")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "has 2 IUV images but" in bad.stderr and not (tmp_path / "q.mp4").exists()
+
+
+def test_iuv_previews_need_the_densepose_backend(tmp_path):
+    from conftest import snakemake, write_config
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    write_config(tmp_path, {"subjects": {"a": {"video": str(tmp_path / "a.mp4")}}, "labels": {"iuv": "overlay"}})
+    r = snakemake(tmp_path, "-n", check=False)
+    assert r.returncode != 0
+    assert "labels.iuv: 'overlay' needs DensePose's IUV images, but pose.backend is 'mediapipe'" in r.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.models import (GlobalGenerator, LocalEnhancer, ModelConfig, MultiscaleDiscriminator, NLayerDiscriminator,
+from steps.models import (GlobalGenerator, LocalEnhancer, ModelConfig, MultiscaleDiscriminator,
                           PairGenerator, build_discriminator, build_generator, count_params, d_input,
                           feature_matching_loss, lsgan_loss)
 from steps.train import Phase, TrainConfig, learning_rate, plan_phases

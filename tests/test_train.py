@@ -130,6 +130,19 @@ def test_learning_lowers_reconstruction_error(data, tmp_path):
     assert grid.shape == (2 * H, 3 * W, 3)  # two held-out frames: label | generated | real
 
 
+def test_l1_term_is_weighted_into_the_generator_loss(data, tmp_path):
+    """lambda_l1 adds lambda x mean |fake - real| (in [-1, 1] units, so 2 x the l1 column, which
+    is in [0, 1] units) to the generator's loss; 0, the paper's setting, adds nothing."""
+    frames_path, _, pose = data
+    for lam in (0.0, 50.0):
+        out = tmp_path / f"l{lam:g}"
+        train(cfg(global_steps=3, lambda_l1=lam), frames_path, pose, out, out / "ck", render=tiny_render, progress=False)
+        for r in read_csv(out / "loss.csv"):
+            assert float(r["loss_G_l1"]) == pytest.approx(2 * lam * float(r["l1"]), rel=1e-4, abs=1e-6)
+            parts = sum(float(r[k]) for k in ("loss_G_gan", "loss_G_fm", "loss_G_vgg", "loss_G_l1"))
+            assert float(r["loss_G"]) == pytest.approx(parts, rel=1e-4)
+
+
 def _sd_equal(a: dict, b: dict, atol=0.0):
     assert a.keys() == b.keys()
     for k in a:
@@ -286,3 +299,75 @@ def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming from" in (wd / "logs/train/T.log").read_text()
     assert [int(r["step"]) for r in read_csv(out / "loss.csv")] == list(range(1, 7))
+
+
+def _train_processes(workdir: Path) -> list[int]:
+    """PIDs of the steps.train processes running in `workdir` (the rule's paths are relative)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                argv = (p / "cmdline").read_bytes().split(b"\0")
+                cwd = (p / "cwd").resolve()
+            except OSError:
+                continue
+            if argv[1:3] == [b"-m", b"steps.train"] and cwd == workdir.resolve():
+                pids.append(int(p.name))
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_preempted_rule_leaves_no_output_and_resumes_losing_at_most_one_interval(data, tmp_path, sig):
+    """As SLURM does at preemption or a time limit, the training process of a running
+    train_generator job gets SIGTERM (or, past the grace period, SIGKILL). The job fails, no
+    output Snakemake would take as complete is left, and the rerun resumes from the checkpoint:
+    SIGTERM loses no step, SIGKILL at most one checkpoint interval."""
+    import yaml
+
+    frames_path, pose_path, _ = data
+    wd = tmp_path / "wd"
+    (wd / "results/frames/T").mkdir(parents=True)
+    (wd / "results/pose_smooth").mkdir(parents=True)
+    (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
+    (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
+    every = 4
+    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
+    t.update(global_steps=100000, checkpoint_every=every, gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
+    labels = {"thickness": 2, "face": False, "hands": False}
+    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": labels}))
+    (wd / "Snakefile").write_text(f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/train.smk"\n')
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
+           "results/models/T/generator.pt"]
+    ckpt = wd / "results/models/T/checkpoints"
+    run = subprocess.Popen(cmd, cwd=wd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not ((ckpt / "loss.csv").exists() and len(read_csv(ckpt / "loss.csv")) >= every + 2):
+        assert run.poll() is None and time.time() < deadline, run.communicate()[0][-3000:]
+        time.sleep(0.1)
+    try:
+        (pid,) = _train_processes(wd)
+        os.kill(pid, sig)
+    except BaseException:  # leave no training running behind a failed test
+        for other in _train_processes(wd):
+            os.kill(other, signal.SIGKILL)
+        run.kill()
+        raise
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode != 0, out[-3000:]
+    logged = len(read_csv(ckpt / "loss.csv"))  # steps done before the kill
+    # nothing that looks finished: no output of the rule, and Snakemake wants to run it again
+    assert not any((wd / "results/models/T" / n).exists() for n in ("generator.pt", "loss.csv", "loss.png", "samples.png"))
+    dry = subprocess.run(cmd + ["-n"], cwd=wd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert "train_generator" in dry.stdout, dry.stdout[-2000:]
+    saved = max(torch.load(p, weights_only=True)["step"] for p in ckpt.glob("step_*.pt"))
+    if sig == signal.SIGTERM:
+        assert saved == logged          # the handler checkpointed the step it was on
+    else:
+        assert logged - every <= saved <= logged and saved % every == 0
+    # the rerun resumes there and finishes two steps later
+    t["global_steps"] = logged + 2
+    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": labels}))
+    r = subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"step_{saved:08d}.pt (step {saved} of {logged + 2})" in (wd / "logs/train/T.log").read_text()
+    assert [int(row["step"]) for row in read_csv(wd / "results/models/T/loss.csv")] == list(range(1, logged + 3))

@@ -40,7 +40,7 @@ def pipeline(tmp_path_factory):
         "transfers": [{"source": "src", "target": "tgt"}],
         "frames": FRAMES, "pose": {"chunk_frames": 12},
     })
-    run = snakemake(work, "--cores", "2")
+    run = snakemake(work, "--cores", "2", "prepare")
     return work, run
 
 
@@ -66,10 +66,14 @@ def test_end_to_end_outputs_and_logs(pipeline):
 
 def test_nothing_to_do_then_forcerun_reruns_only_downstream(pipeline):
     work, _ = pipeline
-    dry = snakemake(work, "-n")
+    dry = snakemake(work, "-n", "prepare")
     assert "Nothing to be done" in dry.stdout
-    run = snakemake(work, "--cores", "2", "--forcerun", "normalize_pose")
-    assert job_counts(run.stdout) == {"normalize_pose": 1, "render_labels_normalized": 1, "all": 1}
+    # (the target first: --forcerun takes every name after it)
+    run = snakemake(work, "prepare", "--cores", "2", "--forcerun", "normalize_pose")
+    assert job_counts(run.stdout) == {"normalize_pose": 1, "render_labels_normalized": 1, "prepare": 1}
+    # `all` goes on from there: training, face GAN, transfer and evaluation are what is left
+    left = job_counts(snakemake(work, "-n").stdout)
+    assert left == {"train_generator": 1, "train_face": 1, "transfer": 1, "evaluate": 1, "all": 1}, left
 
 
 def test_lint_is_clean(pipeline):

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+from steps.backends.options import backend_options
 from steps.pose import chunk_ranges
 
 
@@ -20,6 +21,17 @@ for _i, _t in enumerate(config.get("transfers", [])):
                 f"config transfers[{_i}].{_role}: subject {_t[_role]!r} is not under 'subjects' "
                 f"(known: {', '.join(SUBJECTS)})"
             )
+# The pose back end's own options, as one shell-quoted JSON argument for steps.pose extract.
+import json as _json
+import shlex as _shlex
+
+POSE_OPTIONS = _shlex.quote(_json.dumps(backend_options(config["pose"])))
+DENSEPOSE = config["pose"]["backend"] == "densepose"
+if config["labels"]["iuv"] != "none" and not DENSEPOSE:
+    raise ValueError(
+        f"config labels.iuv: {config['labels']['iuv']!r} needs DensePose's IUV images, "
+        f"but pose.backend is {config['pose']['backend']!r} (set it to 'densepose', or labels.iuv to 'none')"
+    )
 PAIRS = [f"{t['source']}__{t['target']}" for t in config.get("transfers", [])]
 TARGETS = sorted({t["target"] for t in config.get("transfers", [])})
 
@@ -72,11 +84,21 @@ def chunk_bounds(wildcards):
     return {"start": start, "end": start + config["pose"]["chunk_frames"]}
 
 
-def all_targets():
+def prepare_targets():
+    """Everything before training: poses, statistics, normalized poses, label-map previews."""
     targets = expand("results/stats/{subject}.json", subject=SUBJECTS)
     targets += expand("results/labels/{subject}.mp4", subject=SUBJECTS)
     targets += expand("results/normalized/{pair}.parquet", pair=PAIRS)
     targets += expand("results/labels/normalized/{pair}.mp4", pair=PAIRS)
+    if DENSEPOSE:
+        targets += expand("results/densepose/{subject}/index.parquet", subject=SUBJECTS)
+    return targets
+
+
+def all_targets():
+    targets = prepare_targets()
+    targets += expand("results/transfer/{pair}.mp4", pair=PAIRS)
+    targets += expand("results/eval/{target}.csv", target=TARGETS)
     return targets
 
 

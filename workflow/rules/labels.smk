@@ -1,11 +1,17 @@
 # Preview videos of label maps, so a person can look at what the generator will be given.
+# With labels.iuv overlay (backend densepose) the subject's previews show the skeleton over the
+# coloured DensePose IUV image.
 rule render_labels:
     input:
+        unpack(
+            lambda w: {"iuv": f"results/densepose/{w.subject}/iuv.npy"} if config["labels"]["iuv"] != "none" else {}
+        ),
         pose="results/pose_smooth/{subject}.parquet",
     output:
         video="results/labels/{subject}.mp4",
     params:
         flags=LABEL_FLAGS,
+        iuv=lambda wildcards, input: f"--iuv {input.iuv} --iuv-mode {config['labels']['iuv']}" if "iuv" in input.keys() else "",
     log:
         "logs/render_labels/{subject}.log",
     conda:
@@ -14,7 +20,7 @@ rule render_labels:
         mem_mb=1000,
         runtime=20,
     shell:
-        "python -m steps.labels --pose {input.pose} --out {output.video} {params.flags} > {log} 2>&1"
+        "python -m steps.labels --pose {input.pose} --out {output.video} {params.flags} {params.iuv} > {log} 2>&1"
 
 
 use rule render_labels as render_labels_normalized with:

@@ -8,6 +8,7 @@ rule extract_pose:
         backend=config["pose"]["backend"],
         det=config["pose"]["min_detection_confidence"],
         track=config["pose"]["min_tracking_confidence"],
+        options=POSE_OPTIONS,
     log:
         "logs/extract_pose/{subject}/{chunk}.log",
     conda:
@@ -20,7 +21,7 @@ rule extract_pose:
         "python -m steps.pose extract --frames {input.frames} --start {params.bounds[start]}"
         " --end {params.bounds[end]} --out {output.chunk} --backend {params.backend}"
         " --subject {wildcards.subject} --min-detection-confidence {params.det}"
-        " --min-tracking-confidence {params.track} > {log} 2>&1"
+        " --min-tracking-confidence {params.track} --options {params.options} > {log} 2>&1"
 
 
 rule merge_pose:
@@ -41,6 +42,26 @@ rule merge_pose:
     shell:
         "python -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
         " --subject {wildcards.subject} --backend {params.backend} > {log} 2>&1"
+
+
+# DensePose's IUV images travel in the pose chunks (backend densepose); this joins them.
+rule merge_densepose:
+    input:
+        chunks=pose_chunk_files,
+        pose="results/pose/{subject}.parquet",
+    output:
+        iuv="results/densepose/{subject}/iuv.npy",
+        index="results/densepose/{subject}/index.parquet",
+    log:
+        "logs/merge_densepose/{subject}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m steps.backends.densepose merge {input.chunks} --out-dir results/densepose/{wildcards.subject}"
+        " --subject {wildcards.subject} --pose {input.pose} > {log} 2>&1"
 
 
 rule smooth_pose:
