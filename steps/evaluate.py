@@ -179,13 +179,14 @@ def pose_distances(inp: dict[str, np.ndarray], det: dict[str, np.ndarray], min_c
 # --- evaluation -------------------------------------------------------------------------------
 
 def reconstruct(generator_path, pose: PoseArrays, frames_idx: np.ndarray, face_path=None, boxes=None,
-                device="cpu") -> list[np.ndarray]:
-    """Generate frames `frames_idx` (consecutive) from their poses, recurrently from the first."""
+                device="cpu", iuv=None) -> list[np.ndarray]:
+    """Generate frames `frames_idx` (consecutive) from their poses, recurrently from the first
+    (iuv: the target's IUV store, for a generator trained with labels.iuv concat)."""
     from .face import apply_face, generator_label_renderer, load_face
     from .train import generate_sequence, load_generator
 
     g, gcfg = load_generator(generator_path, device)
-    render = generator_label_renderer(gcfg)
+    render = generator_label_renderer(gcfg, iuv)
     labels = [render(pose, int(i)) for i in frames_idx]
     out = list(generate_sequence(g, labels, device=device))
     if face_path:
@@ -214,10 +215,12 @@ COLUMNS = ["model", "frames", "ssim", "psnr_db", "stlpips_vgg", "face_ssim", "fa
 
 def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal_path=None, detect: bool = True,
              max_frames: int | None = None, n_samples: int = 4, min_conf: float = 0.3, device: str = "auto",
-             backend: str = "mediapipe", face_size: int | None = None, face_smooth_window: int = 5) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """The table (one row per model), a sample grid, and facts about the run."""
+             backend: str = "mediapipe", face_size: int | None = None, face_smooth_window: int = 5,
+             iuv_path=None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The table (one row per model), a sample grid, and facts about the run. iuv_path: the
+    target's IUV store, for generators trained with labels.iuv concat."""
     from .face import face_boxes, resize_frame
-    from .train import split_frames
+    from .train import open_iuv, split_frames
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     frames = np.load(frames_path, mmap_mode="r")
@@ -227,6 +230,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     val_fraction = gck.get("train", {}).get("val_fraction", 0.1)
     del gck
     n = len(frames)
+    iuv = open_iuv(iuv_path, n, frames_path) if iuv_path else None
     n_train, n_val = split_frames(n, val_fraction)
     if n_val == 0:
         raise ValueError("train.val_fraction is 0: there are no held-out frames to evaluate on")
@@ -254,7 +258,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     rows, outputs, labels = [], {}, None
     t_real = temporal_change(real)
     for key, gpath, fpath in models:
-        gen, labs = reconstruct(gpath, pose, idx, fpath, boxes, dev)
+        gen, labs = reconstruct(gpath, pose, idx, fpath, boxes, dev, iuv)
         labels = labels if labels is not None else labs
         outputs[key] = gen
         row = {"model": ROW_NAMES[key], "frames": len(idx), **image_metrics(gen, real, boxes, idx, perceptual)}
@@ -274,7 +278,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
 
     picks = np.unique(np.linspace(0, len(idx) - 1, min(n_samples, len(idx))).round().astype(int))
-    grid = np.concatenate([np.concatenate([labels[k]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
+    grid = np.concatenate([np.concatenate([labels[k][..., :3]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
                            for k in picks], 0)
     facts = {"frames_total": n, "held_out_from": int(n_train), "evaluated": len(idx), "width": w, "height": h,
              "face_box": boxes.size, "grid_columns": ["label"] + [ROW_NAMES[m] for m, _, _ in models] + ["real"]}
@@ -321,6 +325,7 @@ def main(argv=None):
     ap.add_argument("--csv", required=True)
     ap.add_argument("--markdown", required=True)
     ap.add_argument("--grid", required=True, help="PNG: label | each model | real, for a few held-out frames")
+    ap.add_argument("--iuv", default=None, help="the target's DensePose IUV store (labels.iuv concat)")
     ap.add_argument("--no-detect", action="store_true", help="skip the pose distance (no re-detection)")
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--samples", type=int, default=4)
@@ -346,7 +351,7 @@ def main(argv=None):
     try:
         df, grid, facts = evaluate(a.frames, a.pose, a.generator, a.face, a.no_temporal, not a.no_detect,
                                    a.max_frames, a.samples, a.min_confidence, a.device,
-                                   face_size=a.face_size, face_smooth_window=a.face_smooth_window)
+                                   face_size=a.face_size, face_smooth_window=a.face_smooth_window, iuv_path=a.iuv)
     except ValueError as e:
         sys.exit(f"evaluate: {e}")
     with atomic_output(a.csv) as tmp:

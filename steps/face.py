@@ -55,7 +55,7 @@ import torch.nn as nn
 from .models import IMG_CH, LABEL_CH, GlobalGenerator, MultiscaleDiscriminator, count_params, feature_matching_loss, lsgan_loss
 from .normalize import interp_missing
 from .posetable import B, PoseArrays
-from .train import settings_from_dict
+from .train import discriminator_step, settings_from_dict
 
 log = logging.getLogger("face")
 
@@ -185,7 +185,7 @@ def apply_face(face_g: FaceGenerator, frame: np.ndarray, label: np.ndarray, box)
 
     x0, y0, x1, y1 = (int(v) for v in box)
     dev = next(face_g.parameters()).device
-    y = to_tensor(label[y0:y1, x0:x1])[None].to(dev)
+    y = to_tensor(label[y0:y1, x0:x1, :LABEL_CH])[None].to(dev)  # the skeleton (no IUV channels)
     g = to_tensor(frame[y0:y1, x0:x1])[None].to(dev)
     out = frame.copy()
     out[y0:y1, x0:x1] = to_uint8(face_g.refine(y, g)[0])
@@ -249,28 +249,32 @@ def resize_frame(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(np.asarray(img), (width, height), interpolation=cv2.INTER_AREA)
 
 
-def generator_label_renderer(gcfg: dict):
-    """render(pose, i) -> the label map the generator was trained on, at its size."""
-    from .labels import render_label_map
+def generator_label_renderer(gcfg: dict, iuv=None):
+    """render(pose, i) -> the label map the generator was trained on, at its size. A generator
+    trained with labels.iuv concat needs `iuv`: an IUV image per frame of the pose table."""
+    from .labels import generator_renderer
 
     h, w = gcfg["height"], gcfg["width"]
     lab = gcfg.get("labels", {})
-    t = max(1, round(lab.get("thickness", 2) * min(h, w) / 256))
-
-    def render(pose, i):
-        return render_label_map(pose, i, h, w, thickness_px=t, face=lab.get("face", True), hands=lab.get("hands", True))
-    return render
+    concat = lab.get("iuv", "none") == "concat"
+    if concat and iuv is None:
+        raise ValueError("the generator was trained on label maps with DensePose IUV channels (labels.iuv: concat): "
+                         "it needs the IUV images of the poses it is given (--iuv)")
+    r = generator_renderer(lab.get("thickness", 2), lab.get("face", True), lab.get("hands", True),
+                           iuv if concat else None)
+    return lambda pose, i: r(pose, i, h, w)
 
 
 def build_face_data(frames, pose: PoseArrays, generator_path, n_train: int, boxes: FaceBoxes,
-                    device, bf16: bool = False) -> dict[str, np.ndarray]:
-    """Crops of every frame: label, G's output (recurrent over [0, n_train) and over the tail
-    [n_train, N) separately) and the real frame; uint8 (N, S, S, 3) each."""
+                    device, bf16: bool = False, iuv=None) -> dict[str, np.ndarray]:
+    """Crops of every frame: label (the skeleton's channels), G's output (recurrent over
+    [0, n_train) and over the tail [n_train, N) separately) and the real frame; uint8 (N, S, S, 3)
+    each. iuv: the target's IUV store, for a generator trained with labels.iuv concat."""
     from .train import generate_sequence, load_generator
 
     g, gcfg = load_generator(generator_path, device)
     h, w = gcfg["height"], gcfg["width"]
-    render = generator_label_renderer(gcfg)
+    render = generator_label_renderer(gcfg, iuv)
     n, s = len(frames), boxes.size
     out = {k: np.zeros((n, s, s, 3), np.uint8) for k in ("label", "gen", "real")}
     for lo, hi in ((0, n_train), (n_train, n)):
@@ -278,7 +282,7 @@ def build_face_data(frames, pose: PoseArrays, generator_path, n_train: int, boxe
             continue
         labels = [render(pose, i) for i in range(lo, hi)]
         for i, (lab, gen) in enumerate(zip(labels, generate_sequence(g, labels, device=device, bf16=bf16)), lo):
-            out["label"][i] = boxes.crop(lab, i)
+            out["label"][i] = boxes.crop(lab[..., :LABEL_CH], i)
             out["gen"][i] = boxes.crop(gen, i)
             out["real"][i] = boxes.crop(resize_frame(frames[i], h, w), i)
     return out
@@ -304,15 +308,7 @@ def face_step(g_f, d_f, opt_g, opt_d, vgg, cfg: FaceTrainConfig, y, gen, x, amp)
     loss_g.backward()
     opt_g.step()
     d_f.requires_grad_(True)
-    b = x.shape[0]
-    with amp:
-        preds = d_f(torch.cat([torch.cat([y, x], 1), torch.cat([y, fake.detach().to(x.dtype)], 1)], 0))
-        loss_real = lsgan_loss([[f[:b] for f in p] for p in preds], True)
-        loss_fake = lsgan_loss([[f[b:] for f in p] for p in preds], False)
-    loss_d = 0.5 * (loss_real + loss_fake)
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
+    loss_d, loss_real, loss_fake = discriminator_step(d_f, opt_d, torch.cat([y, x], 1), torch.cat([y, fake], 1), amp)
     with torch.no_grad():
         l1 = (fake.float() - x).abs().mean() / 2
     out = {"loss_D": loss_d, "loss_D_real": loss_real, "loss_D_fake": loss_fake, "loss_G": loss_g,
@@ -352,15 +348,16 @@ def _cached_face_data(ckpt_dir: Path, key: dict, make) -> dict[str, np.ndarray]:
 
 
 def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir, ckpt_dir,
-               max_steps: int | None = None, progress: bool = True) -> dict:
+               max_steps: int | None = None, progress: bool = True, iuv_path=None) -> dict:
     """Train (or resume) the face GAN; writes out_dir/{face.pt, face_loss.csv, face_loss.png,
-    face_samples.png}. Returns {"step", "done", "val_l1", "face_generator"}."""
+    face_samples.png}. Returns {"step", "done", "val_l1", "face_generator"}. iuv_path: the
+    target's IUV store, when the generator was trained with labels.iuv concat."""
     from tqdm import tqdm
 
     from .posetable import read_pose
     from .train import (LOSS_COLUMNS, Phase, Stop, _move_opt, _opt_state_cpu, _truncate_csv, checkpoints,
-                        data_fingerprint, learning_rate, load_checkpoint, plot_losses, save_checkpoint,
-                        split_frames, write_png)
+                        data_fingerprint, learning_rate, load_checkpoint, open_iuv, plot_losses,
+                        save_checkpoint, split_frames, write_png)
 
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -408,7 +405,8 @@ def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir,
 
     t0 = time.perf_counter()
     data = _cached_face_data(ckpt_dir, fingerprint, lambda: build_face_data(
-        frames, pose, generator_path, n_train, boxes, device, cfg.bf16 and cuda))
+        frames, pose, generator_path, n_train, boxes, device, cfg.bf16 and cuda,
+        open_iuv(iuv_path, n, frames_path) if iuv_path else None))
     log.info("face crops ready (%.1f s)", time.perf_counter() - t0)
 
     torch.manual_seed(cfg.seed)
@@ -509,6 +507,7 @@ def main(argv=None):
     ap.add_argument("--out-dir", required=True, help="writes face.pt, face_loss.csv, face_loss.png, face_samples.png")
     ap.add_argument("--ckpt-dir", required=True, help="face checkpoints, cached crops, the live loss CSV")
     ap.add_argument("--face-json", default="{}", help="the config's face section as JSON")
+    ap.add_argument("--iuv", default=None, help="the target's DensePose IUV store (iuv.npy), for labels.iuv concat")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
@@ -516,7 +515,7 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = FaceTrainConfig.from_dict(json.loads(a.face_json))
-    train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps)
+    train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,18 @@ def render_label_map(pose: PoseArrays, frame: int, height: int, width: int,
     return canvas
 
 
+def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True, iuv=None):
+    """render(pose, i, height, width) -> the label map the generator sees for frame i: the
+    skeleton (H, W, 3) with lines `thickness` px thick at 256 px (scaled with the size), or with
+    `iuv` (DensePose IUV images indexed by frame: labels.iuv concat) the skeleton then I, U, V
+    (H, W, 6), as NVIDIA's vid2vid pose model feeds its generator."""
+    def render(pose, i, height, width):
+        t = max(1, round(thickness * min(height, width) / 256))
+        lab = render_label_map(pose, i, height, width, thickness_px=t, face=face, hands=hands)
+        return lab if iuv is None else label_map_with_iuv(lab, np.asarray(iuv[i]), "concat")
+    return render
+
+
 def main(argv=None):
     from tqdm import tqdm
 

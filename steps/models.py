@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 LABEL_CH = 3  # label maps are RGB renders (steps.labels.render_label_map)
+IUV_CH = 3    # labels.iuv concat adds DensePose's I, U, V (steps.backends.convert.label_map_with_iuv)
 IMG_CH = 3
 
 
@@ -43,15 +44,16 @@ class ModelConfig:
     ndf: int = 64
     n_layers_D: int = 3
     num_D: int = 2
+    label_ch: int = LABEL_CH      # LABEL_CH + IUV_CH with DensePose IUV channels (labels.iuv concat)
 
     @property
     def g_in(self) -> int:
-        return LABEL_CH + (IMG_CH if self.temporal else 0)
+        return self.label_ch + (IMG_CH if self.temporal else 0)
 
     @property
     def d_in(self) -> int:
         # temporal: two consecutive frames and their labels; otherwise one of each
-        return 2 * (LABEL_CH + IMG_CH) if self.temporal else LABEL_CH + IMG_CH
+        return 2 * (self.label_ch + IMG_CH) if self.temporal else self.label_ch + IMG_CH
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -42,7 +42,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .models import (IMG_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
+from .models import (IMG_CH, IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
                      count_params, d_input, feature_matching_loss, lsgan_loss)
 
 log = logging.getLogger("train")
@@ -98,6 +98,7 @@ class TrainConfig:
     label_thickness: int = 2        # labels.thickness: px at 256 px, scaled with the size
     label_face: bool = True
     label_hands: bool = True
+    label_iuv: str = "none"         # labels.iuv: concat adds DensePose's I, U, V to the label maps
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -106,10 +107,15 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def iuv_concat(self) -> bool:
+        return self.label_iuv == "concat"
+
     def model_config(self, kind: str) -> ModelConfig:
         return ModelConfig(kind=kind, temporal=self.temporal, ngf=self.ngf, n_down=self.n_down,
                            n_blocks=self.n_blocks, n_blocks_local=self.n_blocks_local, ndf=self.ndf,
-                           n_layers_D=self.n_layers_D, num_D=self.num_D)
+                           n_layers_D=self.n_layers_D, num_D=self.num_D,
+                           label_ch=LABEL_CH + (IUV_CH if self.iuv_concat else 0))
 
 
 @dataclass
@@ -150,8 +156,11 @@ def learning_rate(cfg: TrainConfig, phase: Phase, step: int) -> float:
 # --- data -------------------------------------------------------------------------------------
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float32 (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    """uint8 (H, W, C) -> float32 (C, H, W) in [-1, 1]."""
+    img = np.ascontiguousarray(img)
+    if not img.flags.writeable:  # a memory-mapped store: torch warns about read-only arrays
+        img = img.copy()
+    return torch.from_numpy(img).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:
@@ -159,13 +168,19 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
     return ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def default_renderer(cfg: TrainConfig) -> Callable:
-    from .labels import render_label_map
+def open_iuv(iuv_path, n_frames: int, what: str) -> np.ndarray:
+    """The IUV store (N, H, W, 3) uint8 of results/densepose/{subject}, checked against N frames."""
+    iuv = np.load(iuv_path, mmap_mode="r")
+    if iuv.ndim != 4 or iuv.shape[-1] != 3 or len(iuv) != n_frames:
+        raise ValueError(f"{iuv_path}: IUV store of shape {iuv.shape}, expected ({n_frames}, H, W, 3) "
+                         f"to match {what}")
+    return iuv
 
-    def render(pose, i, h, w):
-        t = max(1, round(cfg.label_thickness * min(h, w) / 256))
-        return render_label_map(pose, i, h, w, thickness_px=t, face=cfg.label_face, hands=cfg.label_hands)
-    return render
+
+def default_renderer(cfg: TrainConfig, iuv=None) -> Callable:
+    from .labels import generator_renderer
+
+    return generator_renderer(cfg.label_thickness, cfg.label_face, cfg.label_hands, iuv)
 
 
 class FrameData(Dataset):
@@ -278,7 +293,7 @@ def unwrap(m: nn.Module) -> nn.Module:
 
 def load_generator(path, device="cpu") -> tuple[nn.Module, dict]:
     """generator.pt -> (model in eval mode on device, cfg). cfg holds "model" (ModelConfig as a
-    dict), "height"/"width" (the size label maps must have), "labels" (thickness, face, hands)
+    dict), "height"/"width" (the size label maps must have), "labels" (thickness, face, hands, iuv)
     and "step". The model has `.temporal` set; feed it to generate_sequence."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
     mcfg = ModelConfig(**ck["model"])
@@ -293,7 +308,7 @@ def load_generator(path, device="cpu") -> tuple[nn.Module, dict]:
 @torch.no_grad()
 def generate_sequence(model: nn.Module, label_maps: Iterable[np.ndarray], device=None,
                       temporal: bool | None = None, bf16: bool = False) -> Iterator[np.ndarray]:
-    """Recurrent inference: label maps uint8 (H, W, 3) in, frames uint8 (H, W, 3) out. With the
+    """Recurrent inference: label maps uint8 (H, W, C) in, frames uint8 (H, W, 3) out. With the
     temporal model each frame is conditioned on the previous output (zeros before the first).
     H and W must be the model's training size (load_generator's cfg height/width)."""
     device = torch.device(device) if device else next(model.parameters()).device
@@ -377,7 +392,7 @@ def validate(g: nn.Module, data: FrameData, val_frames: ValFrames, temporal: boo
             else:
                 out = g(y).float()
         errs.append((out - x).abs().mean().item() / 2)
-        rows.append(np.concatenate([to_uint8(y[0]), to_uint8(out[0]), to_uint8(x[0])], 1))
+        rows.append(np.concatenate([to_uint8(y[0, :LABEL_CH]), to_uint8(out[0]), to_uint8(x[0])], 1))
     g.train(was_training)
     return float(np.mean(errs)), np.concatenate(rows, 0)
 
@@ -429,10 +444,11 @@ def setup_distributed(cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callable | None = None,
-          max_steps: int | None = None, progress: bool = True) -> dict:
+          max_steps: int | None = None, progress: bool = True, iuv_path=None) -> dict:
     """Train (or resume) and write out_dir/{generator.pt, loss.csv, loss.png, samples.png}.
 
-    pose: PoseArrays or a path to the pose table. max_steps: stop after this many steps in this
+    pose: PoseArrays or a path to the pose table. iuv_path: the target's DensePose IUV store,
+    needed with labels.iuv concat (cfg.label_iuv). max_steps: stop after this many steps in this
     call, save a checkpoint and return without the final outputs (tests, time-boxed runs).
     Returns {"step", "done", "val_l1", "generator", "discriminator"} (the models in memory)."""
     from tqdm import tqdm
@@ -450,12 +466,15 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
     torch.backends.cudnn.benchmark = device.type == "cuda"
     if isinstance(pose, (str, os.PathLike)):
         pose = read_pose(pose)
-    render = render or default_renderer(cfg)
-
     frames = np.load(frames_path, mmap_mode="r")
     n, fh, fw = frames.shape[:3]
     if pose.n_frames != n:
         raise ValueError(f"{frames_path} has {n} frames but the pose table has {pose.n_frames}")
+    if cfg.iuv_concat and iuv_path is None:
+        raise ValueError("labels.iuv concat: the generator's label maps include DensePose's IUV channels, "
+                         "so training needs the target's IUV store (results/densepose/{target}/iuv.npy, --iuv)")
+    if render is None:
+        render = default_renderer(cfg, open_iuv(iuv_path, n, frames_path) if cfg.iuv_concat else None)
     height, width = cfg.height or fh, cfg.width or fw
     phases = plan_phases(cfg, height, width)
     total = phases[-1].end
@@ -610,7 +629,8 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
         out_dir.mkdir(parents=True, exist_ok=True)
         final = {"model": state["model"], "state_dict": {k: v.detach().cpu() for k, v in unwrap(g).state_dict().items()},
                  "height": height, "width": width, "step": step,
-                 "labels": {"thickness": cfg.label_thickness, "face": cfg.label_face, "hands": cfg.label_hands},
+                 "labels": {"thickness": cfg.label_thickness, "face": cfg.label_face, "hands": cfg.label_hands,
+                            "iuv": "concat" if cfg.iuv_concat else "none"},
                  "train": cfg.to_dict()}
         tmp = out_dir / f".generator.pt.tmp{os.getpid()}"
         torch.save(final, tmp)
@@ -658,23 +678,28 @@ def train_step(pair_run, g, d, d_run, opt_g, opt_d, vgg, cfg: TrainConfig, y_t, 
     loss_g.backward()
     opt_g.step()
     d.requires_grad_(True)
-
-    # discriminator: real and fake in one forward (instance norm keeps the samples apart)
-    b = real_in.shape[0]
-    with amp:
-        preds = d_run(torch.cat([real_in, fake_in.detach().to(real_in.dtype)], 0))
-        loss_real = lsgan_loss([[f[:b] for f in p] for p in preds], True)
-        loss_fake = lsgan_loss([[f[b:] for f in p] for p in preds], False)
-    loss_d = 0.5 * (loss_real + loss_fake)
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
+    loss_d, loss_real, loss_fake = discriminator_step(d_run, opt_d, real_in, fake_in, amp)
     with torch.no_grad():
         l1 = 0.5 * ((fake_t.float() - x_t).abs().mean() + (fake_t1.float() - x_t1).abs().mean()) / 2
     out = {"loss_D": loss_d, "loss_D_real": loss_real, "loss_D_fake": loss_fake, "loss_G": loss_g,
            "loss_G_gan": loss_gan, "loss_G_fm": loss_fm, "loss_G_vgg": loss_vgg, "loss_G_l1": loss_l1,
            "l1": l1}
     return {k: float(v.detach()) for k, v in out.items()}
+
+
+def discriminator_step(d, opt_d, real_in, fake_in, amp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One LSGAN step of D on (condition, image) stacks; real and fake in one forward (instance
+    norm keeps the samples apart). Returns (loss_D, loss_D_real, loss_D_fake)."""
+    b = real_in.shape[0]
+    with amp:
+        preds = d(torch.cat([real_in, fake_in.detach().to(real_in.dtype)], 0))
+        loss_real = lsgan_loss([[f[:b] for f in p] for p in preds], True)
+        loss_fake = lsgan_loss([[f[b:] for f in p] for p in preds], False)
+    loss_d = 0.5 * (loss_real + loss_fake)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d, loss_real, loss_fake
 
 
 def _move_opt(opt, device):
@@ -716,6 +741,7 @@ def main(argv=None):
     ap.add_argument("--ckpt-dir", required=True, help="checkpoints, the live loss.csv and sample grids; resumed from")
     ap.add_argument("--train-json", default="{}", help="the config's train section as JSON")
     ap.add_argument("--labels-json", default="{}", help="the config's labels section as JSON")
+    ap.add_argument("--iuv", default=None, help="the target's DensePose IUV store (iuv.npy), for labels.iuv concat")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (checkpointed)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
@@ -724,10 +750,10 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     t = json.loads(a.train_json)
     lab = json.loads(a.labels_json)
-    t.update({f"label_{k}": lab[k] for k in ("thickness", "face", "hands") if k in lab})
+    t.update({f"label_{k}": lab[k] for k in ("thickness", "face", "hands", "iuv") if k in lab})
     cfg = TrainConfig.from_dict(t)
     try:
-        train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, max_steps=a.max_steps)
+        train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -17,6 +17,10 @@ vanishing or the generator being fed an empty label map. It is visible: the side
 red border and "pose held" on the label panel, and the per-frame CSV has `held = true` and
 `pose_from` (the frame whose pose was used). A source with no detected frame at all is an error
 that names the file.
+
+With labels.iuv concat the generator also sees DensePose's I, U, V: the source's IUV images
+(`source_iuv`) follow its normalized poses frame by frame (steps.backends.convert.IUVOnPoses,
+from the source's pose table before normalization, `source_pose`); a held frame holds its IUV too.
 """
 from __future__ import annotations
 
@@ -159,7 +163,8 @@ class _BackgroundWriter:
 
 def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames_csv, face_path=None,
              source_frames=None, audio_video=None, audio_start: float = 0.0, min_joints: int = 8,
-             min_conf: float = 0.3, n_stills: int = 4, device: str = "auto", progress: bool = True) -> dict:
+             min_conf: float = 0.3, n_stills: int = 4, device: str = "auto", progress: bool = True,
+             source_iuv=None, source_pose=None) -> dict:
     from tqdm import tqdm
 
     from .face import apply_face, face_boxes, generator_label_renderer, load_face
@@ -167,15 +172,27 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     from .video import write_video
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    pose = read_pose(pose_path)
-    fps = float(pose.meta.fps)
-    n = pose.n_frames
-    pose, held, pose_from = hold_missing(pose, min_joints, min_conf)
+    normalized = read_pose(pose_path)
+    fps = float(normalized.meta.fps)
+    n = normalized.n_frames
+    pose, held, pose_from = hold_missing(normalized, min_joints, min_conf)
     log.info("%s: %d frames at %g fps; %d without a detected pose hold the last detected one",
              pose_path, n, fps, int(held.sum()))
     g, gcfg = load_generator(generator_path, dev)
     h, w = gcfg["height"], gcfg["width"]
-    render = generator_label_renderer(gcfg)
+    iuv = None
+    if source_iuv is not None:
+        from .backends.convert import IUVOnPoses
+
+        if source_pose is None:
+            raise ValueError(f"the source's IUV images {source_iuv} follow its normalized poses: "
+                             f"the source's pose table before normalization is needed too (--source-pose)")
+        try:
+            iuv = IUVOnPoses(np.load(source_iuv, mmap_mode="r"), read_pose(source_pose).xy("body"),
+                             normalized.xy("body"), normalized.meta.height, normalized.meta.width, frame_of=pose_from)
+        except ValueError as e:
+            raise ValueError(f"{source_iuv}, {source_pose}, {pose_path}: {e}") from None
+    render = generator_label_renderer(gcfg, iuv)
     face_g = boxes = None
     if face_path:
         face_g, fcfg = load_face(face_path, dev)
@@ -204,7 +221,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
                                                mininterval=1.0 if sys.stderr.isatty() else 30.0)):
                     if face_g is not None:
                         frame = apply_face(face_g, frame, labels[0], boxes.boxes[i])
-                    panel = side_by_side(None if src is None else src[i], labels[0], frame, bool(held[i]))
+                    panel = side_by_side(None if src is None else src[i], labels[0][..., :3], frame, bool(held[i]))
                     sbs.put(panel)
                     if i in stills:
                         cv2.imwrite(str(stills_dir / f"still_{i:05d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
@@ -235,6 +252,8 @@ def main(argv=None):
     ap.add_argument("--side-by-side", required=True, help="source | label | result video (.mp4)")
     ap.add_argument("--stills", required=True, help="folder for PNG stills")
     ap.add_argument("--frames-csv", required=True, help="per-frame CSV: held, pose_from, face_seen")
+    ap.add_argument("--source-iuv", default=None, help="the source's DensePose IUV store (labels.iuv concat)")
+    ap.add_argument("--source-pose", default=None, help="the source's smoothed pose table (with --source-iuv)")
     ap.add_argument("--min-joints", type=int, default=8)
     ap.add_argument("--min-confidence", type=float, default=0.3)
     ap.add_argument("--n-stills", type=int, default=4)
@@ -255,7 +274,8 @@ def main(argv=None):
             audio_video = None
     try:
         transfer(a.pose, a.generator, a.out, a.side_by_side, a.stills, a.frames_csv, a.face, a.source_frames,
-                 audio_video, start, a.min_joints, a.min_confidence, a.n_stills, a.device)
+                 audio_video, start, a.min_joints, a.min_confidence, a.n_stills, a.device,
+                 source_iuv=a.source_iuv, source_pose=a.source_pose)
     except ValueError as e:
         sys.exit(f"transfer: {e}")
 

@@ -178,6 +178,13 @@ def _cli(frames, pose, out, ckpt, train_cfg: dict, *extra):
             "--labels-json", json.dumps({"thickness": 2, "face": False, "hands": False}), *extra]
 
 
+# The train_generator rule on its own: the project's helpers (common.smk) and train.smk, for a
+# subject T whose frames and poses the test puts in place.
+TRAIN_ONLY_SNAKEFILE = (f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/common.smk"\n'
+                        f'include: "{ROOT}/workflow/rules/train.smk"\n')
+SUBJECT_T = {"subjects": {"T": {"video": "T.mp4"}}}
+
+
 def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
@@ -280,8 +287,8 @@ def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
     (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
     t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
     t.update(global_steps=4, checkpoint_every=2, gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
-    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
-    (wd / "Snakefile").write_text(f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/train.smk"\n')
+    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
+    (wd / "Snakefile").write_text(TRAIN_ONLY_SNAKEFILE)
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
            "results/models/T/generator.pt"]
     r = subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
@@ -294,7 +301,7 @@ def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
     assert [c.name for c in sorted((out / "checkpoints").glob("step_*.pt"))] == ["step_00000002.pt", "step_00000004.pt"]
     # more steps in the config: the rerun continues from step 4 instead of starting again
     t["global_steps"] = 6
-    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
+    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
     r = subprocess.run(cmd + ["--forcerun", "train_generator"], cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming from" in (wd / "logs/train/T.log").read_text()
@@ -334,8 +341,8 @@ def test_preempted_rule_leaves_no_output_and_resumes_losing_at_most_one_interval
     t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
     t.update(global_steps=100000, checkpoint_every=every, gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
     labels = {"thickness": 2, "face": False, "hands": False}
-    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": labels}))
-    (wd / "Snakefile").write_text(f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/train.smk"\n')
+    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": labels}))
+    (wd / "Snakefile").write_text(TRAIN_ONLY_SNAKEFILE)
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
            "results/models/T/generator.pt"]
     ckpt = wd / "results/models/T/checkpoints"
@@ -366,7 +373,7 @@ def test_preempted_rule_leaves_no_output_and_resumes_losing_at_most_one_interval
         assert logged - every <= saved <= logged and saved % every == 0
     # the rerun resumes there and finishes two steps later
     t["global_steps"] = logged + 2
-    (wd / "config.yaml").write_text(yaml.safe_dump({"train": t, "labels": labels}))
+    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": labels}))
     r = subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"step_{saved:08d}.pt (step {saved} of {logged + 2})" in (wd / "logs/train/T.log").read_text()

@@ -314,3 +314,29 @@ def warp_iuv(iuv: np.ndarray, scale: float, shift, height: int | None = None,
     m = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]], np.float64)
     return cv2.warpAffine(np.ascontiguousarray(iuv), m, (w, h), flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class IUVOnPoses:
+    """The source's IUV images moved onto its normalized poses (what transfer's label maps need
+    with labels.iuv concat), made on demand and indexable like the IUV store.
+
+    Item i is iuv[frame_of[i]] moved by the scale and shift that take the source's body joints of
+    that frame (src_xy) onto the normalized ones (dst_xy) (fit_scale_shift, warp_iuv), in a
+    (height, width) frame (the normalized table's); all zero where no transform can be fitted.
+    frame_of: the frame whose pose frame i uses (transfer holds the last detected pose); default i."""
+
+    def __init__(self, iuv, src_xy: np.ndarray, dst_xy: np.ndarray, height: int, width: int, frame_of=None):
+        if not (len(iuv) == len(src_xy) == len(dst_xy)):
+            raise ValueError(f"{len(iuv)} IUV images for {len(src_xy)} source poses and {len(dst_xy)} normalized poses")
+        self.iuv, self.src_xy, self.dst_xy, self.height, self.width = iuv, src_xy, dst_xy, height, width
+        self.frame_of = np.arange(len(iuv)) if frame_of is None else np.asarray(frame_of)
+
+    def __len__(self) -> int:
+        return len(self.frame_of)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k = int(self.frame_of[i])
+        fit = fit_scale_shift(self.src_xy[k], self.dst_xy[k])
+        if fit is None:
+            return np.zeros((self.height, self.width, 3), np.uint8)
+        return warp_iuv(np.asarray(self.iuv[k]), fit[0], fit[1], self.height, self.width)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..posetable import B, N_FACE
 from .base import BackendUnavailable
+from .convert import BODY25_FROM_COCO
 
 # MediaPipe pose landmark indices.
 MP = dict(nose=0, left_eye=2, right_eye=5, left_ear=7, right_ear=8, left_shoulder=11,
@@ -23,17 +24,12 @@ MP = dict(nose=0, left_eye=2, right_eye=5, left_ear=7, right_ear=8, left_shoulde
           left_hip=23, right_hip=24, left_knee=25, right_knee=26, left_ankle=27, right_ankle=28,
           left_heel=29, right_heel=30, left_foot_index=31, right_foot_index=32)
 
-# BODY_25 joint <- one MediaPipe landmark, or the midpoint of two.
+# BODY_25 joint <- one MediaPipe landmark, or the midpoint of two: the COCO joints (MediaPipe
+# names them alike) plus the feet, which COCO lacks.
 BODY25_FROM_MP = {
-    "Nose": ("nose",), "Neck": ("left_shoulder", "right_shoulder"),
-    "RShoulder": ("right_shoulder",), "RElbow": ("right_elbow",), "RWrist": ("right_wrist",),
-    "LShoulder": ("left_shoulder",), "LElbow": ("left_elbow",), "LWrist": ("left_wrist",),
-    "MidHip": ("left_hip", "right_hip"), "RHip": ("right_hip",), "RKnee": ("right_knee",),
-    "RAnkle": ("right_ankle",), "LHip": ("left_hip",), "LKnee": ("left_knee",),
-    "LAnkle": ("left_ankle",), "REye": ("right_eye",), "LEye": ("left_eye",),
-    "REar": ("right_ear",), "LEar": ("left_ear",), "LBigToe": ("left_foot_index",),
-    "LSmallToe": ("left_foot_index",), "LHeel": ("left_heel",), "RBigToe": ("right_foot_index",),
-    "RSmallToe": ("right_foot_index",), "RHeel": ("right_heel",),
+    **BODY25_FROM_COCO, "LBigToe": ("left_foot_index",), "LSmallToe": ("left_foot_index",),
+    "LHeel": ("left_heel",), "RBigToe": ("right_foot_index",), "RSmallToe": ("right_foot_index",),
+    "RHeel": ("right_heel",),
 }
 _SRC = np.array([[MP[n[0]], MP[n[-1]]] for n in BODY25_FROM_MP.values()])
 _DST = np.array([B[k] for k in BODY25_FROM_MP])

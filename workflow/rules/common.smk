@@ -32,6 +32,22 @@ if config["labels"]["iuv"] != "none" and not DENSEPOSE:
         f"config labels.iuv: {config['labels']['iuv']!r} needs DensePose's IUV images, "
         f"but pose.backend is {config['pose']['backend']!r} (set it to 'densepose', or labels.iuv to 'none')"
     )
+# labels.iuv concat: the generator's label maps carry DensePose's I, U, V, so every rule that
+# renders them for the generator also reads the subject's IUV store.
+IUV_CONCAT = config["labels"]["iuv"] == "concat"
+
+
+def iuv_input(role):
+    """Input function: {"iuv": the IUV store of the subject in wildcard `role`} with labels.iuv
+    concat, else nothing."""
+    return lambda wildcards: {"iuv": f"results/densepose/{wildcards[role]}/iuv.npy"} if IUV_CONCAT else {}
+
+
+def iuv_flag(wildcards, input):
+    """--iuv for steps.train/face/evaluate when the rule has an IUV input."""
+    return f"--iuv {input.iuv}" if "iuv" in input.keys() else ""
+
+
 PAIRS = [f"{t['source']}__{t['target']}" for t in config.get("transfers", [])]
 TARGETS = sorted({t["target"] for t in config.get("transfers", [])})
 

@@ -7,6 +7,7 @@ import json
 
 rule train_generator_no_temporal:
     input:
+        unpack(iuv_input("target")),
         frames="results/frames/{target}/frames.npy",
         pose="results/pose_smooth/{target}.parquet",
     output:
@@ -19,6 +20,7 @@ rule train_generator_no_temporal:
         ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/no_temporal/checkpoints",
         train=json.dumps({**config["train"], "temporal": False}),
         labels=json.dumps(config["labels"]),
+        iuv=iuv_flag,
     log:
         "logs/train/{target}_no_temporal.log",
     threads: config["train"]["threads"]
@@ -32,7 +34,7 @@ rule train_generator_no_temporal:
     shell:
         "python -m steps.train --threads {threads} --frames {input.frames} --pose {input.pose}"
         " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --train-json {params.train:q}"
-        " --labels-json {params.labels:q} > {log} 2>&1"
+        " --labels-json {params.labels:q} {params.iuv} > {log} 2>&1"
 
 
 rule evaluate:
@@ -46,6 +48,7 @@ rule evaluate:
                     if config["evaluate"]["ablation"]
                     else {}
                 ),
+                **iuv_input("target")(w),
             }
         ),
         generator="results/models/{target}/generator.pt",
@@ -70,6 +73,7 @@ rule evaluate:
         no_temporal=lambda wildcards, input: (
             f"--no-temporal {input.no_temporal}" if "no_temporal" in input.keys() else ""
         ),
+        iuv=iuv_flag,
         options=json.dumps(
             {
                 "detect": config["evaluate"]["detect"],
@@ -91,6 +95,6 @@ rule evaluate:
         runtime=config["evaluate"]["runtime"],
     shell:
         "python -m steps.evaluate --threads {threads} --frames {input.frames} --pose {input.pose}"
-        " --generator {input.generator} {params.face} {params.no_temporal} --options-json {params.options:q}"
+        " --generator {input.generator} {params.face} {params.no_temporal} {params.iuv} --options-json {params.options:q}"
         " --title 'Reconstruction of {wildcards.target}'"
         " --csv {output.csv} --markdown {output.markdown} --grid {output.grid} > {log} 2>&1"

@@ -8,6 +8,7 @@ import json
 
 rule train_face:
     input:
+        unpack(iuv_input("target")),
         frames="results/frames/{target}/frames.npy",
         pose="results/pose_smooth/{target}.parquet",
         generator="results/models/{target}/generator.pt",
@@ -30,6 +31,7 @@ rule train_face:
         out_dir=lambda wildcards: f"results/models/{wildcards.target}",
         ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/face_checkpoints",
         face=json.dumps(config["face"]),
+        iuv=iuv_flag,
     log:
         "logs/train_face/{target}.log",
     threads: config["face"]["threads"]
@@ -43,4 +45,4 @@ rule train_face:
     shell:
         "python -m steps.face --threads {threads} --frames {input.frames} --pose {input.pose}"
         " --generator {input.generator} --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir}"
-        " --face-json {params.face:q} > {log} 2>&1"
+        " --face-json {params.face:q} {params.iuv} > {log} 2>&1"

@@ -1,6 +1,6 @@
 # Preview videos of label maps, so a person can look at what the generator will be given.
-# With labels.iuv overlay (backend densepose) the subject's previews show the skeleton over the
-# coloured DensePose IUV image.
+# With labels.iuv overlay or concat (backend densepose) the subject's previews show the skeleton
+# over the coloured DensePose IUV image (the generator's extra channels can't be shown as RGB).
 rule render_labels:
     input:
         unpack(
@@ -11,7 +11,7 @@ rule render_labels:
         video="results/labels/{subject}.mp4",
     params:
         flags=LABEL_FLAGS,
-        iuv=lambda wildcards, input: f"--iuv {input.iuv} --iuv-mode {config['labels']['iuv']}" if "iuv" in input.keys() else "",
+        iuv=lambda wildcards, input: f"--iuv {input.iuv} --iuv-mode overlay" if "iuv" in input.keys() else "",
     log:
         "logs/render_labels/{subject}.log",
     conda:

@@ -11,6 +11,7 @@ import json
 
 rule train_generator:
     input:
+        unpack(iuv_input("target")),
         frames="results/frames/{target}/frames.npy",
         pose="results/pose_smooth/{target}.parquet",
     output:
@@ -29,6 +30,7 @@ rule train_generator:
             if int(config["train"]["gpus"]) > 1
             else "python -m steps.train"
         ),
+        iuv=iuv_flag,
         threads_per_process=lambda wildcards, threads: max(1, threads // max(1, int(config["train"]["gpus"]))),
     log:
         "logs/train/{target}.log",
@@ -42,5 +44,5 @@ rule train_generator:
         cpus_per_task=config["train"]["cpus_per_task"],
     shell:
         "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose} --out-dir {params.out_dir}"
-        " --ckpt-dir {params.ckpt_dir} --train-json {params.train:q} --labels-json {params.labels:q}"
+        " --ckpt-dir {params.ckpt_dir} --train-json {params.train:q} --labels-json {params.labels:q} {params.iuv}"
         " > {log} 2>&1"

@@ -6,8 +6,21 @@
 
 rule transfer:
     input:
-        # face.pt only when the face GAN is enabled
-        unpack(lambda w: {"face": f"results/models/{w.target}/face.pt"} if config["face"]["enabled"] else {}),
+        # face.pt only when the face GAN is enabled; with labels.iuv concat the source's IUV
+        # images and its poses before normalization (the IUV follows the normalized poses)
+        unpack(
+            lambda w: {
+                **({"face": f"results/models/{w.target}/face.pt"} if config["face"]["enabled"] else {}),
+                **(
+                    {
+                        "source_iuv": f"results/densepose/{w.source}/iuv.npy",
+                        "source_pose": f"results/pose_smooth/{w.source}.parquet",
+                    }
+                    if IUV_CONCAT
+                    else {}
+                ),
+            }
+        ),
         pose="results/normalized/{source}__{target}.parquet",
         generator="results/models/{target}/generator.pt",
         source_frames="results/frames/{source}/frames.npy",
@@ -30,6 +43,9 @@ rule transfer:
         frames_csv="results/transfer/{source}__{target}_frames.csv",
     params:
         face=lambda wildcards, input: f"--face {input.face}" if "face" in input.keys() else "",
+        iuv=lambda wildcards, input: (
+            f"--source-iuv {input.source_iuv} --source-pose {input.source_pose}" if IUV_CONCAT else ""
+        ),
         c=config["transfer"],
     log:
         "logs/transfer/{source}__{target}.log",
@@ -41,7 +57,7 @@ rule transfer:
         mem_mb=config["transfer"]["mem_mb"],
         runtime=config["transfer"]["runtime"],
     shell:
-        "python -m steps.transfer --threads {threads} --pose {input.pose} --generator {input.generator} {params.face}"
+        "python -m steps.transfer --threads {threads} --pose {input.pose} --generator {input.generator} {params.face} {params.iuv}"
         " --source-frames {input.source_frames} --source-manifest {input.source_manifest}"
         " --out {output.video} --side-by-side {output.side_by_side} --stills {output.stills}"
         " --frames-csv {output.frames_csv} --min-joints {params.c[min_joints]}"
