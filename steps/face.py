@@ -256,7 +256,7 @@ def generator_label_renderer(gcfg: dict, iuv=None):
 
     h, w = gcfg["height"], gcfg["width"]
     lab = gcfg.get("labels", {})
-    concat = lab.get("iuv", "none") == "concat"
+    concat = gcfg["model"].get("label_ch", LABEL_CH) > LABEL_CH  # the network's input decides
     if concat and iuv is None:
         raise ValueError("the generator was trained on label maps with DensePose IUV channels (labels.iuv: concat): "
                          "it needs the IUV images of the poses it is given (--iuv)")

@@ -178,11 +178,32 @@ def _cli(frames, pose, out, ckpt, train_cfg: dict, *extra):
             "--labels-json", json.dumps({"thickness": 2, "face": False, "hands": False}), *extra]
 
 
-# The train_generator rule on its own: the project's helpers (common.smk) and train.smk, for a
-# subject T whose frames and poses the test puts in place.
-TRAIN_ONLY_SNAKEFILE = (f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/common.smk"\n'
-                        f'include: "{ROOT}/workflow/rules/train.smk"\n')
-SUBJECT_T = {"subjects": {"T": {"video": "T.mp4"}}}
+def train_rule_workdir(tmp_path: Path, data, **train) -> tuple[Path, dict, list[str]]:
+    """A working directory where the train_generator rule runs on its own (the project's
+    common.smk and train.smk) for a subject T whose frames and poses are put in place.
+    Returns (the directory, the train settings, the snakemake command)."""
+    frames_path, pose_path, _ = data
+    wd = tmp_path / "wd"
+    (wd / "results/frames/T").mkdir(parents=True)
+    (wd / "results/pose_smooth").mkdir(parents=True)
+    (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
+    (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
+    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
+    t.update(gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1, **train)
+    write_train_config(wd, t)
+    (wd / "Snakefile").write_text(f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/common.smk"\n'
+                                  f'include: "{ROOT}/workflow/rules/train.smk"\n')
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
+           "results/models/T/generator.pt"]
+    return wd, t, cmd
+
+
+def write_train_config(wd: Path, train: dict) -> None:
+    import yaml
+
+    cfg = {"subjects": {"T": {"video": "T.mp4"}}, "train": train,
+           "labels": {"thickness": 2, "face": False, "hands": False}}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
 def _env():
@@ -273,24 +294,9 @@ def test_generate_sequence_is_recurrent(data, tmp_path):
 
 
 def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
-    """The train_generator rule on its own (a Snakefile that includes only train.smk): outputs,
-    log, and a rerun after outputs were removed resumes from the kept checkpoints."""
-    import yaml
-
-    if not (ROOT / "envs" / "gpu.yaml").exists():
-        pytest.skip("envs/gpu.yaml (the rule's conda env) is not there yet")
-    frames_path, pose_path, _ = data
-    wd = tmp_path / "wd"
-    (wd / "results/frames/T").mkdir(parents=True)
-    (wd / "results/pose_smooth").mkdir(parents=True)
-    (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
-    (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
-    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
-    t.update(global_steps=4, checkpoint_every=2, gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
-    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
-    (wd / "Snakefile").write_text(TRAIN_ONLY_SNAKEFILE)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
-           "results/models/T/generator.pt"]
+    """The train_generator rule on its own: outputs, log, and a rerun after outputs were removed
+    resumes from the kept checkpoints."""
+    wd, t, cmd = train_rule_workdir(tmp_path, data, global_steps=4, checkpoint_every=2)
     r = subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = wd / "results/models/T"
@@ -301,7 +307,7 @@ def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
     assert [c.name for c in sorted((out / "checkpoints").glob("step_*.pt"))] == ["step_00000002.pt", "step_00000004.pt"]
     # more steps in the config: the rerun continues from step 4 instead of starting again
     t["global_steps"] = 6
-    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": {"thickness": 2, "face": False, "hands": False}}))
+    write_train_config(wd, t)
     r = subprocess.run(cmd + ["--forcerun", "train_generator"], cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming from" in (wd / "logs/train/T.log").read_text()
@@ -329,22 +335,8 @@ def test_preempted_rule_leaves_no_output_and_resumes_losing_at_most_one_interval
     train_generator job gets SIGTERM (or, past the grace period, SIGKILL). The job fails, no
     output Snakemake would take as complete is left, and the rerun resumes from the checkpoint:
     SIGTERM loses no step, SIGKILL at most one checkpoint interval."""
-    import yaml
-
-    frames_path, pose_path, _ = data
-    wd = tmp_path / "wd"
-    (wd / "results/frames/T").mkdir(parents=True)
-    (wd / "results/pose_smooth").mkdir(parents=True)
-    (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
-    (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
     every = 4
-    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
-    t.update(global_steps=100000, checkpoint_every=every, gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
-    labels = {"thickness": 2, "face": False, "hands": False}
-    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": labels}))
-    (wd / "Snakefile").write_text(TRAIN_ONLY_SNAKEFILE)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(wd / "Snakefile"), "--directory", str(wd),
-           "results/models/T/generator.pt"]
+    wd, t, cmd = train_rule_workdir(tmp_path, data, global_steps=100000, checkpoint_every=every)
     ckpt = wd / "results/models/T/checkpoints"
     run = subprocess.Popen(cmd, cwd=wd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -373,7 +365,7 @@ def test_preempted_rule_leaves_no_output_and_resumes_losing_at_most_one_interval
         assert logged - every <= saved <= logged and saved % every == 0
     # the rerun resumes there and finishes two steps later
     t["global_steps"] = logged + 2
-    (wd / "config.yaml").write_text(yaml.safe_dump({**SUBJECT_T, "train": t, "labels": labels}))
+    write_train_config(wd, t)
     r = subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"step_{saved:08d}.pt (step {saved} of {logged + 2})" in (wd / "logs/train/T.log").read_text()
