@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
 
 log = logging.getLogger("evaluate")
@@ -278,7 +279,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
 
     picks = np.unique(np.linspace(0, len(idx) - 1, min(n_samples, len(idx))).round().astype(int))
-    grid = np.concatenate([np.concatenate([labels[k][..., :3]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
+    grid = np.concatenate([np.concatenate([labels[k][..., :LABEL_CH]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
                            for k in picks], 0)
     facts = {"frames_total": n, "held_out_from": int(n_train), "evaluated": len(idx), "width": w, "height": h,
              "face_box": boxes.size, "grid_columns": ["label"] + [ROW_NAMES[m] for m, _, _ in models] + ["real"]}

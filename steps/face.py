@@ -253,13 +253,14 @@ def generator_label_renderer(gcfg: dict, iuv=None):
     """render(pose, i) -> the label map the generator was trained on, at its size. A generator
     trained with labels.iuv concat needs `iuv`: an IUV image per frame of the pose table."""
     from .labels import generator_renderer
+    from .train import uses_iuv
 
     h, w = gcfg["height"], gcfg["width"]
     lab = gcfg.get("labels", {})
-    concat = gcfg["model"].get("label_ch", LABEL_CH) > LABEL_CH  # the network's input decides
+    concat = uses_iuv(gcfg)
     if concat and iuv is None:
-        raise ValueError("the generator was trained on label maps with DensePose IUV channels (labels.iuv: concat): "
-                         "it needs the IUV images of the poses it is given (--iuv)")
+        raise ValueError(f"{gcfg.get('path', 'the generator')} was trained on label maps with DensePose IUV channels "
+                         f"(labels.iuv: concat): it needs the IUV images of the poses it is given")
     r = generator_renderer(lab.get("thickness", 2), lab.get("face", True), lab.get("hands", True),
                            iuv if concat else None)
     return lambda pose, i: r(pose, i, h, w)

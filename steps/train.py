@@ -184,7 +184,7 @@ def default_renderer(cfg: TrainConfig, iuv=None) -> Callable:
 
 
 class FrameData(Dataset):
-    """Frame i of the target at (height, width): (label map, real frame), both (3, H, W) in [-1, 1].
+    """Frame i of the target at (height, width): (label map (C, H, W), real frame (3, H, W)) in [-1, 1].
     Items of the dataset are temporal pairs (i, i+1): (y_t, y_t1, x_t, x_t1)."""
 
     def __init__(self, frames_path, pose, height: int, width: int, render: Callable):
@@ -271,17 +271,21 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def data_fingerprint(frames: np.ndarray, pose) -> dict:
-    """What the checkpoints were trained on: frame count and size, hashes of a few frames and of
-    the body keypoints. A checkpoint of other data is never resumed silently."""
+def data_fingerprint(frames: np.ndarray, pose, iuv: np.ndarray | None = None) -> dict:
+    """What the checkpoints were trained on: frame count and size, hashes of a few frames, of
+    the body keypoints and (labels.iuv concat) of a few IUV images. A checkpoint of other data is
+    never resumed silently."""
     import hashlib
 
     n = len(frames)
     picks = np.asarray(frames[:: max(1, n // 8)])
     body = np.nan_to_num(pose.parts["body"]).astype(np.float32)
-    return {"n": int(n), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
-            "frames_sha1": hashlib.sha1(picks.tobytes()).hexdigest(),
-            "pose_sha1": hashlib.sha1(body.tobytes()).hexdigest()}
+    out = {"n": int(n), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+           "frames_sha1": hashlib.sha1(picks.tobytes()).hexdigest(),
+           "pose_sha1": hashlib.sha1(body.tobytes()).hexdigest()}
+    if iuv is not None:
+        out["iuv_sha1"] = hashlib.sha1(np.asarray(iuv[:: max(1, n // 8)]).tobytes()).hexdigest()
+    return out
 
 
 def unwrap(m: nn.Module) -> nn.Module:
@@ -301,8 +305,14 @@ def load_generator(path, device="cpu") -> tuple[nn.Module, dict]:
     g.load_state_dict(ck["state_dict"])
     g.temporal = mcfg.temporal
     g.eval().requires_grad_(False)
-    cfg = {k: v for k, v in ck.items() if k != "state_dict"}
+    cfg = {k: v for k, v in ck.items() if k != "state_dict"} | {"path": str(path)}
     return g.to(device), cfg
+
+
+def uses_iuv(gcfg: dict) -> bool:
+    """Whether a generator (load_generator's cfg) was trained with labels.iuv concat: its input
+    channels decide."""
+    return gcfg["model"].get("label_ch", LABEL_CH) > LABEL_CH
 
 
 @torch.no_grad()
@@ -470,11 +480,13 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
     n, fh, fw = frames.shape[:3]
     if pose.n_frames != n:
         raise ValueError(f"{frames_path} has {n} frames but the pose table has {pose.n_frames}")
-    if cfg.iuv_concat and iuv_path is None:
-        raise ValueError("labels.iuv concat: the generator's label maps include DensePose's IUV channels, "
-                         "so training needs the target's IUV store (results/densepose/{target}/iuv.npy, --iuv)")
-    if render is None:
-        render = default_renderer(cfg, open_iuv(iuv_path, n, frames_path) if cfg.iuv_concat else None)
+    iuv = None
+    if cfg.iuv_concat:
+        if iuv_path is None:
+            raise ValueError(f"labels.iuv concat: the generator's label maps include DensePose's IUV channels, so "
+                             f"training on {frames_path} needs the target's IUV store (results/densepose/<target>/iuv.npy, --iuv)")
+        iuv = open_iuv(iuv_path, n, frames_path)
+    render = render or default_renderer(cfg, iuv)
     height, width = cfg.height or fh, cfg.width or fw
     phases = plan_phases(cfg, height, width)
     total = phases[-1].end
@@ -494,9 +506,9 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
     ckpts = checkpoints(ckpt_dir)
     state = load_checkpoint(ckpts[-1]) if ckpts else None
     step = state["step"] if state else 0
-    fingerprint = data_fingerprint(frames, pose)
+    fingerprint = data_fingerprint(frames, pose, iuv)
     if state and state.get("data") != fingerprint:
-        raise ValueError(f"{ckpts[-1]} was trained on other frames or poses than {frames_path}; "
+        raise ValueError(f"{ckpts[-1]} was trained on other frames, poses or IUV images than {frames_path}; "
                          f"delete {ckpt_dir} to train from scratch on the new data")
     if state and is_main:
         log.info("resuming from %s (step %d of %d)", ckpts[-1], step, total)
@@ -519,7 +531,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, render: Callab
         opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         if state is not None:
-            if state["model"] == mcfg.to_dict():
+            if ModelConfig(**state["model"]).to_dict() == mcfg.to_dict():  # fills keys older checkpoints lack
                 g.load_state_dict(state["G"])
                 opt_g.load_state_dict(state["optG"])
             elif state["model"]["kind"] == "global" and ph.kind == "local":

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from .atomic import atomic_output
+from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
 
 log = logging.getLogger("transfer")
@@ -168,7 +169,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     from tqdm import tqdm
 
     from .face import apply_face, face_boxes, generator_label_renderer, load_face
-    from .train import generate_sequence, load_generator
+    from .train import generate_sequence, load_generator, open_iuv, uses_iuv
     from .video import write_video
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -181,17 +182,20 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     g, gcfg = load_generator(generator_path, dev)
     h, w = gcfg["height"], gcfg["width"]
     iuv = None
-    if source_iuv is not None:
+    if uses_iuv(gcfg):
         from .backends.convert import IUVOnPoses
 
-        if source_pose is None:
-            raise ValueError(f"the source's IUV images {source_iuv} follow its normalized poses: "
-                             f"the source's pose table before normalization is needed too (--source-pose)")
-        try:
-            iuv = IUVOnPoses(np.load(source_iuv, mmap_mode="r"), read_pose(source_pose).xy("body"),
-                             normalized.xy("body"), normalized.meta.height, normalized.meta.width, frame_of=pose_from)
-        except ValueError as e:
-            raise ValueError(f"{source_iuv}, {source_pose}, {pose_path}: {e}") from None
+        if source_iuv is None or source_pose is None:
+            raise ValueError(f"{generator_path} was trained on label maps with DensePose IUV channels "
+                             f"(labels.iuv: concat): transfer needs the source's IUV images (--source-iuv) and its "
+                             f"pose table before normalization (--source-pose), which the IUV follows")
+        src_pose = read_pose(source_pose)
+        if src_pose.n_frames != n:
+            raise ValueError(f"{source_pose} has {src_pose.n_frames} frames, the normalized poses {pose_path} {n}")
+        iuv = IUVOnPoses(open_iuv(source_iuv, n, pose_path), src_pose.xy("body"), normalized.xy("body"),
+                         normalized.meta.height, normalized.meta.width, frame_of=pose_from)
+    elif source_iuv is not None:
+        log.info("%s was trained without IUV channels: %s is not used", generator_path, source_iuv)
     render = generator_label_renderer(gcfg, iuv)
     face_g = boxes = None
     if face_path:
@@ -221,7 +225,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
                                                mininterval=1.0 if sys.stderr.isatty() else 30.0)):
                     if face_g is not None:
                         frame = apply_face(face_g, frame, labels[0], boxes.boxes[i])
-                    panel = side_by_side(None if src is None else src[i], labels[0][..., :3], frame, bool(held[i]))
+                    panel = side_by_side(None if src is None else src[i], labels[0][..., :LABEL_CH], frame, bool(held[i]))
                     sbs.put(panel)
                     if i in stills:
                         cv2.imwrite(str(stills_dir / f"still_{i:05d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))

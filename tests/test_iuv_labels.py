@@ -11,7 +11,7 @@ from conftest import snakemake, write_config
 from steps.backends.convert import IUVOnPoses, warp_iuv
 from steps.face import generator_label_renderer
 from steps.posetable import write_pose
-from steps.train import FrameData, load_generator, train
+from steps.train import FrameData, default_renderer, load_generator, open_iuv, train
 from test_train import H, W, cfg, make_pose, write_data
 
 
@@ -45,17 +45,18 @@ def test_the_generator_is_trained_on_six_label_channels(trained):
     g, gcfg = load_generator(d / "out" / "generator.pt")
     assert gcfg["labels"]["iuv"] == "concat" and gcfg["model"]["label_ch"] == 6
     assert g.body[1].weight.shape[1] == 6 + 3          # label map + IUV + the previous frame
-    # what the data loader gives the generator: the skeleton, then I x 10, U, V of that frame
+    # what train()'s data loader gives the generator: the skeleton, then I x 10, U, V of that frame
     iuv = np.load(d / "iuv.npy")
-    render = generator_label_renderer(gcfg, iuv)
-    data = FrameData(frames_path, pose, H, W, lambda p, i, h, w: render(p, i))
+    c = cfg(global_steps=4, label_iuv="concat")
+    data = FrameData(frames_path, pose, H, W, default_renderer(c, open_iuv(d / "iuv.npy", len(iuv), "test")))
     y, _ = data.sample(7)
     assert y.shape == (6, H, W)
     got = ((y[3:] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(got, np.concatenate([iuv[7, ..., :1] * 10, iuv[7, ..., 1:]], -1))
     # and the generator reads them: other IUV images, another frame
     from steps.train import generate_sequence
-    lab = render(pose, 7)
+    lab = generator_label_renderer(gcfg, iuv)(pose, 7)   # what evaluation and transfer render
+    np.testing.assert_array_equal(((y.permute(1, 2, 0).numpy() + 1) * 127.5).round(), lab)
     moved = lab.copy()
     moved[..., 3:] = np.roll(lab[..., 3:], 9, axis=1)
     a, b = (next(generate_sequence(g, [x])) for x in (lab, moved))
@@ -70,7 +71,7 @@ def test_training_with_concat_needs_a_matching_iuv_store(trained, tmp_path):
     with pytest.raises(ValueError, match=r"short.npy: IUV store of shape \(5, 64, 64, 3\), expected \(24, H, W, 3\)"):
         train(cfg(global_steps=1, label_iuv="concat"), frames_path, pose, tmp_path / "o", tmp_path / "c",
               progress=False, iuv_path=tmp_path / "short.npy")
-    assert not (tmp_path / "o" / "generator.pt").exists()
+    assert not (tmp_path / "c").exists()            # refused before any checkpoint
     # a generator trained with IUV channels refuses to render label maps without them
     _, gcfg = load_generator(d / "out" / "generator.pt")
     with pytest.raises(ValueError, match="trained on label maps with DensePose IUV channels"):
@@ -124,7 +125,16 @@ def test_transfer_and_evaluation_feed_the_iuv_channels(trained, tmp_path):
                     source_iuv=tmp_path / "src_iuv.npy", source_pose=tmp_path / "src.parquet")
     assert info["frames"] == n
     with av.open(str(outs[0])) as c:
-        assert sum(1 for _ in c.decode(video=0)) == n
+        video = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+    assert len(video) == n
+    # the IUV reaches the generator: with all-zero source IUV images the video is another one
+    np.save(tmp_path / "zero_iuv.npy", np.zeros((n, H, W, 3), np.uint8))
+    outs0 = [tmp_path / p for p in ("z.mp4", "zsbs.mp4", "zstills", "z.csv")]
+    transfer(tmp_path / "norm.parquet", d / "out" / "generator.pt", *outs0, progress=False,
+             source_iuv=tmp_path / "zero_iuv.npy", source_pose=tmp_path / "src.parquet")
+    with av.open(str(outs0[0])) as c:
+        zero = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+    assert np.mean([np.abs(a - b).mean() for a, b in zip(video, zero)]) > 0.5
     with av.open(str(outs[1])) as c:                     # label panel: the skeleton's RGB
         assert next(c.decode(video=0)).width == 2 * W
     df, grid, facts = evaluate(frames_path, pose_path, d / "out" / "generator.pt", detect=False,
@@ -157,3 +167,14 @@ def test_the_workflow_passes_the_iuv_stores_to_every_generator_rule(tmp_path):
     assert "--source-iuv results/densepose/a/iuv.npy --source-pose results/pose_smooth/a.parquet" in t
     previews = [c for c in commands if "-m steps.labels " in c and "--iuv " in c]
     assert previews and all("--iuv-mode overlay" in c for c in previews)
+
+
+def test_checkpoints_of_other_iuv_images_are_not_resumed(trained, tmp_path):
+    d, frames_path, _, pose, _ = trained
+    iuv = np.load(d / "iuv.npy")
+    np.save(tmp_path / "iuv.npy", iuv)
+    c = cfg(global_steps=4, label_iuv="concat")
+    train(c, frames_path, pose, tmp_path / "o", tmp_path / "c", progress=False, iuv_path=tmp_path / "iuv.npy", max_steps=1)
+    np.save(tmp_path / "iuv.npy", np.roll(iuv, 5, axis=2))   # DensePose rerun: other IUV images
+    with pytest.raises(ValueError, match="trained on other frames, poses or IUV images"):
+        train(c, frames_path, pose, tmp_path / "o", tmp_path / "c", progress=False, iuv_path=tmp_path / "iuv.npy")
