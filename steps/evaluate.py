@@ -43,86 +43,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
+from .faceboxes import face_boxes
+from .generator import (apply_face, generate_sequence, label_renderer, load_face, load_generator, pick_device,
+                        read_meta, resize_frame)
+from .metrics import Perceptual, psnr, ssim, temporal_change
 from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
 
 log = logging.getLogger("evaluate")
 
-PSNR_CAP_DB = 100.0
 ROW_NAMES = {"no_temporal": "no temporal smoothing", "temporal": "temporal smoothing",
              "temporal_face": "temporal smoothing + face GAN", "real": "real frames"}
-
-
-# --- image metrics ----------------------------------------------------------------------------
-
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """Mean SSIM of two images (H, W[, C]); per channel, averaged (Wang et al. 2004)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"ssim: shapes differ {a.shape} {b.shape}")
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
-    def blur(x):
-        return cv2.GaussianBlur(x, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s.mean())
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, cap: float = PSNR_CAP_DB) -> float:
-    """PSNR in dB, capped at `cap` (identical images)."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    if mse == 0:
-        return cap
-    return min(cap, 10 * math.log10(data_range**2 / mse))
-
-
-class Perceptual:
-    """ST-LPIPS (VGG) distances of uint8 image pairs, batched; NaN when the weights are missing."""
-
-    def __init__(self, device="cpu"):
-        self.device = torch.device(device)
-        try:
-            from .vgg import STLPIPS
-            self.net = STLPIPS().to(self.device)
-        except (FileNotFoundError, ImportError) as e:
-            log.warning("no ST-LPIPS weights (%s): stlpips_vgg columns are NaN", e)
-            self.net = None
-
-    @torch.no_grad()
-    def __call__(self, a: list[np.ndarray], b: list[np.ndarray], batch: int = 16) -> np.ndarray:
-        from .train import to_tensor
-
-        if self.net is None:
-            return np.full(len(a), np.nan)
-        out = []
-        for i in range(0, len(a), batch):
-            x = torch.stack([to_tensor(v) for v in a[i:i + batch]]).to(self.device)
-            y = torch.stack([to_tensor(v) for v in b[i:i + batch]]).to(self.device)
-            out.append(self.net(x, y).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
-
-
-def temporal_change(frames) -> float:
-    """Mean absolute difference between consecutive frames, 0..255 (NaN for fewer than 2)."""
-    if len(frames) < 2:
-        return float("nan")
-    return float(np.mean([np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean()
-                          for i in range(len(frames) - 1)]))
 
 
 # --- pose distance ----------------------------------------------------------------------------
@@ -183,11 +121,8 @@ def reconstruct(generator_path, pose: PoseArrays, frames_idx: np.ndarray, face_p
                 device="cpu", iuv=None) -> list[np.ndarray]:
     """Generate frames `frames_idx` (consecutive) from their poses, recurrently from the first
     (iuv: the target's IUV store, for a generator trained with labels.iuv concat)."""
-    from .face import apply_face, generator_label_renderer, load_face
-    from .train import generate_sequence, load_generator
-
-    g, gcfg = load_generator(generator_path, device)
-    render = generator_label_renderer(gcfg, iuv)
+    g, meta = load_generator(generator_path, device)
+    render = label_renderer(meta, iuv)
     labels = [render(pose, int(i)) for i in frames_idx]
     out = list(generate_sequence(g, labels, device=device))
     if face_path:
@@ -216,35 +151,28 @@ COLUMNS = ["model", "frames", "ssim", "psnr_db", "stlpips_vgg", "face_ssim", "fa
 
 def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal_path=None, detect: bool = True,
              max_frames: int | None = None, n_samples: int = 4, min_conf: float = 0.3, device: str = "auto",
-             backend: str = "mediapipe", face_size: int | None = None, face_smooth_window: int = 5,
-             iuv_path=None) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """The table (one row per model), a sample grid, and facts about the run. iuv_path: the
-    target's IUV store, for generators trained with labels.iuv concat."""
-    from .face import face_boxes, resize_frame
-    from .train import open_iuv, split_frames
+             backend: str = "mediapipe", boxes: dict | None = None, iuv_path=None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The table (one row per model), a sample grid, and facts about the run. boxes: the face box
+    settings (the config's face.boxes) when there is no face.pt, whose own settings win. iuv_path:
+    the target's IUV store, for generators trained with labels.iuv concat."""
+    from .labels import open_iuv
+    from .settings import section
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     frames = np.load(frames_path, mmap_mode="r")
     pose = read_pose(pose_path)
-    gck = torch.load(generator_path, map_location="cpu", weights_only=True)
-    h, w = gck["height"], gck["width"]
-    val_fraction = gck.get("train", {}).get("val_fraction", 0.1)
-    del gck
+    meta = read_meta(generator_path)
+    h, w, n_train = meta["height"], meta["width"], meta["held_out_from"]
     n = len(frames)
     iuv = open_iuv(iuv_path, n, frames_path) if iuv_path else None
-    n_train, n_val = split_frames(n, val_fraction)
-    if n_val == 0:
-        raise ValueError("train.val_fraction is 0: there are no held-out frames to evaluate on")
+    if n_train >= n:
+        raise ValueError(f"{generator_path} was trained on all {n} frames: there are no held-out frames to evaluate on")
     idx = np.arange(n_train, n)[: max_frames or None]
-    log.info("%d frames; evaluating the held-out tail %d..%d (%d frames) at %dx%d", n, idx[0], idx[-1], len(idx), w, h)
-    if face_path:
-        fck = torch.load(face_path, map_location="cpu", weights_only=True)
-        face_size, face_smooth_window = fck["size"], fck["boxes"]["smooth_window"]
-        min_conf_face = fck["boxes"]["min_confidence"]
-        del fck
-    else:
-        min_conf_face = min_conf
-    boxes = face_boxes(pose, h, w, face_size, face_smooth_window, min_conf_face)
+    log.info("%d frames; evaluating the held-out tail %d..%d (%d frames) at %dx%d with %s (step %d%s)", n, idx[0],
+             idx[-1], len(idx), w, h, generator_path, meta["step"],
+             f", the best held-out of {meta['last_step']}" if "last_step" in meta else "")
+    b = read_meta(face_path)["boxes"] if face_path else section("face", {"boxes": boxes or {}})["boxes"]
+    boxes = face_boxes(pose, h, w, b["size"], b["smooth_window"], b["min_confidence"])
     real = [resize_frame(frames[i], h, w) for i in idx]
     inp = scale_pose_parts(pose, idx, h, w)
     perceptual = Perceptual(dev)
@@ -282,6 +210,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     grid = np.concatenate([np.concatenate([labels[k][..., :LABEL_CH]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
                            for k in picks], 0)
     facts = {"frames_total": n, "held_out_from": int(n_train), "evaluated": len(idx), "width": w, "height": h,
+             "generator_step": int(meta["step"]), "generator_last_step": int(meta.get("last_step", meta["step"])),
              "face_box": boxes.size, "grid_columns": ["label"] + [ROW_NAMES[m] for m, _, _ in models] + ["real"]}
     return df, grid, facts
 
@@ -300,7 +229,8 @@ def to_markdown(df: pd.DataFrame, title: str, facts: dict) -> str:
     cols = [c for c in COLUMNS if c != "temporal_real"]
     lines = [f"# {title}", "",
              f"Held-out frames {facts['held_out_from']}..{facts['frames_total'] - 1} "
-             f"({facts['evaluated']} evaluated) at {facts['width']}x{facts['height']}; face box {facts['face_box']} px.", "",
+             f"({facts['evaluated']} evaluated) at {facts['width']}x{facts['height']}; face box {facts['face_box']} px; "
+             f"generator of step {facts['generator_step']} (the best held-out of {facts['generator_last_step']} steps).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(fmt(r[c], c) for c in cols) + " |")
@@ -315,7 +245,8 @@ def to_markdown(df: pd.DataFrame, title: str, facts: dict) -> str:
 
 def main(argv=None):
     from .atomic import atomic_output
-    from .train import write_png
+    from .loop import write_png
+    from .settings import section
 
     ap = argparse.ArgumentParser(description="Evaluate a target's models on its held-out frames (the paper's table).")
     ap.add_argument("--frames", required=True, help="the target's frames.npy")
@@ -327,32 +258,19 @@ def main(argv=None):
     ap.add_argument("--markdown", required=True)
     ap.add_argument("--grid", required=True, help="PNG: label | each model | real, for a few held-out frames")
     ap.add_argument("--iuv", default=None, help="the target's DensePose IUV store (labels.iuv concat)")
-    ap.add_argument("--no-detect", action="store_true", help="skip the pose distance (no re-detection)")
-    ap.add_argument("--max-frames", type=int, default=None)
-    ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--min-confidence", type=float, default=0.3)
-    ap.add_argument("--face-size", type=int, default=None, help="face box without face.pt (default: 128 per 512 px)")
-    ap.add_argument("--face-smooth-window", type=int, default=5)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--settings", default="{}", help="the config's evaluate section as JSON (schema defaults fill the rest)")
+    ap.add_argument("--boxes", default="{}", help="the config's face.boxes as JSON (face boxes without face.pt)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--title", default=None)
-    ap.add_argument("--options-json", default=None,
-                    help="the rule's settings as JSON: detect, max_frames, samples, min_confidence, face_size, "
-                         "face_smooth_window (override the flags above)")
     a = ap.parse_args(argv)
-    if a.options_json:
-        o = json.loads(a.options_json)
-        a.no_detect = not o.get("detect", not a.no_detect)
-        for k in ("max_frames", "samples", "min_confidence", "face_size", "face_smooth_window"):
-            if o.get(k) is not None:
-                setattr(a, k, o[k])
+    o = section("evaluate", {k: v for k, v in json.loads(a.settings).items() if k != "resources"})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        df, grid, facts = evaluate(a.frames, a.pose, a.generator, a.face, a.no_temporal, not a.no_detect,
-                                   a.max_frames, a.samples, a.min_confidence, a.device,
-                                   face_size=a.face_size, face_smooth_window=a.face_smooth_window, iuv_path=a.iuv)
+        df, grid, facts = evaluate(a.frames, a.pose, a.generator, a.face, a.no_temporal, o["detect"], o["max_frames"],
+                                   o["samples"], o["min_confidence"], o["device"], boxes=json.loads(a.boxes),
+                                   iuv_path=a.iuv)
     except ValueError as e:
         sys.exit(f"evaluate: {e}")
     with atomic_output(a.csv) as tmp:

@@ -1,31 +1,21 @@
-"""The face GAN of Everybody Dance Now (paper, section 3.4), and the face boxes it works in.
+"""Train the face GAN of Everybody Dance Now (paper, section 3.4; the `train_face` rule).
 
-Face boxes. A fixed-size square per frame, centred on the head: the mean of the body table's
-head joints that are seen (Nose, REye, LEye, REar, LEar), or of the face-mesh points where the
-body has no head. Frames without a head take the centre interpolated from their neighbours (held
-at the ends). Centres are smoothed over time with a centred moving average (`smooth_window`
-frames) and the square is moved, never shrunk, to lie inside the frame. The side is 128 px at
-the paper's 512-px-high frames and scales with the shorter side of the frame, rounded to a
-multiple of 8 (`face_size`): 64 at 256x256, 32 at 128x128.
-
-Face GAN. After the main generator G is trained it is frozen; a face generator G_f sees the
-face crop of the label map and the crop of G's output and predicts a residual r; the final face
-is G's crop + r (clamped to [-1, 1]) pasted back into the frame. G_f is pix2pixHD's global
-generator with 6 input channels (label crop + G crop) whose last convolution starts at zero, so
-an untrained G_f changes nothing. A multi-scale PatchGAN D_f conditioned on the face label
-crop separates (label, real face) from (label, G + r). Losses as for G: LSGAN, feature matching
-(lambda_feat) and the VGG loss (lambda_vgg); Adam with linear decay.
+After the main generator G is trained it is frozen; a face generator G_f sees the face crop of
+the label map and the crop of G's output and predicts a residual r; the final face is G's crop
++ r (clamped to [-1, 1]) pasted back into the frame (steps.generator.apply_face). G_f is
+pix2pixHD's global generator with 6 input channels whose last convolution starts at zero, so an
+untrained G_f changes nothing. A multi-scale PatchGAN D_f conditioned on the face label crop
+separates (label, real face) from (label, G + r). Losses as for G: LSGAN, feature matching and
+VGG; Adam with lr_G / lr_D, constant then linear decay; D's inputs augmented (face.augment).
+The boxes are steps.faceboxes'.
 
 G's output crops are computed once, the way transfer produces them: G run recurrently over the
-training frames from frame 0 (each frame conditioned on the previous output), and separately
-over the held-out tail from its first frame. They are cached (with the label and real crops) in
-the checkpoint folder under a key of generator.pt's hash, so a resumed run does not redo them.
-
-Training reuses steps.train's checkpointing (save/load, keep-last-N, resume), its SIGTERM/SIGUSR1
-handler (a checkpoint is saved and the process exits 128+signal), its loss CSV columns and curve
-plot, and its per-step seeded sampling (a resumed run equals a straight one on CPU).
-Face checkpoints belong to one generator: when generator.pt changes, the face GAN starts again
-from scratch (the old face checkpoints are removed, and the log says so).
+training frames from frame 0, and separately over the held-out tail from its first frame. They
+are cached (with the label and real crops) in the checkpoint folder under a key of
+generator.pt's hash, so a resumed run does not redo them. Every `val_every` steps G_f refines
+the held-out faces (L1, SSIM, ST-LPIPS in face_loss.csv); the best checkpoint becomes face.pt;
+the collapse guard, checkpoints, resume and preemption are steps.loop's, as in steps.train.
+Face checkpoints belong to one generator: when generator.pt changes, the face GAN starts again.
 
 CLI: `python -m steps.face --frames ... --pose ... --generator ... --out-dir ... --ckpt-dir ...`
 writes face.pt, face_loss.csv, face_loss.png and face_samples.png (rows of
@@ -34,205 +24,46 @@ label crop | G crop | G + residual | real).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn as nn
 
-from .models import IMG_CH, LABEL_CH, GlobalGenerator, MultiscaleDiscriminator, count_params, feature_matching_loss, lsgan_loss
-from .normalize import interp_missing
-from .posetable import B, PoseArrays
-from .train import discriminator_step, settings_from_dict
+from .faceboxes import FaceBoxes, face_boxes
+from .generator import generate_sequence, label_renderer, load_generator, read_meta, resize_frame, to_uint8
+from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter, autocast,
+                   data_fingerprint, discriminator_step, learning_rate, pick_device, plot_losses, save_torch,
+                   perceptual_metric, step_generator, vgg_loss, write_png)
+from .models import (IMG_CH, LABEL_CH, FaceModelConfig, build_face_models, count_params, feature_matching_loss,
+                     init_weights, lsgan_loss)
+from .posetable import PoseArrays
 
 log = logging.getLogger("face")
 
-HEAD_JOINTS = [B[n] for n in ("Nose", "REye", "LEye", "REar", "LEar")]
-PAPER_FACE, PAPER_HEIGHT = 128, 512
-
-
-# --- face boxes -------------------------------------------------------------------------------
-
-def face_size(height: int, width: int, size: int | None = None, multiple: int = 8) -> int:
-    """Side of the face square: `size`, or 128 px per 512 px of the frame's shorter side; a
-    multiple of `multiple` (the face generator's downsampling), at most the shorter side."""
-    short = min(height, width)
-    s = size if size else PAPER_FACE * short / PAPER_HEIGHT
-    s = max(multiple, int(round(s / multiple)) * multiple)
-    cap = short // multiple * multiple
-    if cap < multiple:
-        raise ValueError(f"frame {width}x{height} is too small for a face box (multiple of {multiple})")
-    return min(s, cap)
-
-
-def head_centres(pose: PoseArrays, height: int, width: int, min_conf: float = 0.3) -> np.ndarray:
-    """(N, 2) head centre per frame in pixels of a (height, width) frame; NaN where no head."""
-    sx, sy = width / pose.meta.width, height / pose.meta.height
-
-    def mean_seen(pts):
-        ok = np.isfinite(pts[..., 0]) & np.isfinite(pts[..., 1]) & (pts[..., 2] >= min_conf)
-        cnt = ok.sum(1)
-        xy = np.where(ok[..., None], np.nan_to_num(pts[..., :2]), 0).sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(cnt[:, None] > 0, xy / np.maximum(cnt, 1)[:, None], np.nan)
-
-    c = mean_seen(pose.parts["body"][:, HEAD_JOINTS])
-    if "face" in pose.parts:
-        miss = ~np.isfinite(c[:, 0])
-        if miss.any():
-            c[miss] = mean_seen(pose.parts["face"][miss])
-    return (c * np.array([sx, sy])).astype(np.float64)
-
-
-def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1 or len(v) < 2:
-        return v
-    r = min(window // 2, len(v) - 1)
-    padded = np.pad(v, r, mode="edge")
-    k = np.ones(2 * r + 1) / (2 * r + 1)
-    return np.convolve(padded, k, mode="valid")
-
 
 @dataclass
-class FaceBoxes:
-    boxes: np.ndarray   # int (N, 4): x0, y0, x1, y1 (x1 - x0 = y1 - y0 = size), inside the frame
-    seen: np.ndarray    # bool (N,): a head was detected in this frame (else interpolated or held)
-    size: int
+class FaceTrainConfig(GANSettings):
+    """The config's face section (defaults: the schema); `enabled` and `resources` belong to the rules."""
 
-    def crop(self, img: np.ndarray, i: int) -> np.ndarray:
-        x0, y0, x1, y1 = self.boxes[i]
-        return img[y0:y1, x0:x1]
-
-
-def face_boxes(pose: PoseArrays, height: int, width: int, size: int | None = None,
-               smooth_window: int = 5, min_conf: float = 0.3) -> FaceBoxes:
-    """The face square of every frame at (height, width); see the module docstring."""
-    s = face_size(height, width, size)
-    c = head_centres(pose, height, width, min_conf)
-    seen = np.isfinite(c).all(1)
-    if not seen.any():  # no head anywhere: the top centre of the frame (documented fallback)
-        c = np.tile([width / 2, s / 2], (len(c), 1))
-    cx = _moving_average(interp_missing(c[:, 0]), smooth_window)
-    cy = _moving_average(interp_missing(c[:, 1]), smooth_window)
-    x0 = np.clip(np.round(cx - s / 2), 0, width - s).astype(np.int64)
-    y0 = np.clip(np.round(cy - s / 2), 0, height - s).astype(np.int64)
-    return FaceBoxes(np.stack([x0, y0, x0 + s, y0 + s], 1), seen, s)
-
-
-# --- the face GAN -----------------------------------------------------------------------------
-
-@dataclass
-class FaceModelConfig:
-    ngf: int = 64
-    n_down: int = 3
-    n_blocks: int = 6
-    ndf: int = 64
-    n_layers_D: int = 3
-    num_D: int = 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class FaceGenerator(nn.Module):
-    """G_f: (label crop, G crop) -> residual in [-1, 1]; `refine` adds it and clamps."""
-
-    def __init__(self, cfg: FaceModelConfig):
-        super().__init__()
-        self.net = GlobalGenerator(LABEL_CH + IMG_CH, IMG_CH, cfg.ngf, cfg.n_down, cfg.n_blocks)
-        last = self.net.head[1]
-        nn.init.zeros_(last.weight)  # residual 0 at the start: an untrained G_f changes nothing
-        nn.init.zeros_(last.bias)
-        self.multiple = self.net.multiple
-
-    def forward(self, label, gen):
-        return self.net(torch.cat([label, gen], 1))
-
-    def refine(self, label, gen):
-        return (gen + self(label, gen)).clamp(-1, 1)
-
-
-def build_face_models(cfg: FaceModelConfig) -> tuple[FaceGenerator, MultiscaleDiscriminator]:
-    return FaceGenerator(cfg), MultiscaleDiscriminator(LABEL_CH + IMG_CH, cfg.ndf, cfg.n_layers_D, cfg.num_D)
-
-
-def load_face(path, device="cpu") -> tuple[FaceGenerator, dict]:
-    """face.pt -> (G_f in eval mode, cfg with "model", "size", "boxes" (smooth_window,
-    min_confidence), "height"/"width" (the generator size it was trained at), "step")."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    g = FaceGenerator(FaceModelConfig(**ck["model"]))
-    g.load_state_dict(ck["state_dict"])
-    g.eval().requires_grad_(False)
-    return g.to(device), {k: v for k, v in ck.items() if k != "state_dict"}
-
-
-@torch.no_grad()
-def apply_face(face_g: FaceGenerator, frame: np.ndarray, label: np.ndarray, box) -> np.ndarray:
-    """Paste G_f's refined face into a generated frame (uint8 (H, W, 3)); returns a new frame."""
-    from .train import to_tensor, to_uint8
-
-    x0, y0, x1, y1 = (int(v) for v in box)
-    dev = next(face_g.parameters()).device
-    y = to_tensor(label[y0:y1, x0:x1, :LABEL_CH])[None].to(dev)  # the skeleton (no IUV channels)
-    g = to_tensor(frame[y0:y1, x0:x1])[None].to(dev)
-    out = frame.copy()
-    out[y0:y1, x0:x1] = to_uint8(face_g.refine(y, g)[0])
-    return out
-
-
-# --- training ---------------------------------------------------------------------------------
-
-# keys of the config's face section that belong to the rule (resources) or to other stages
-RULE_KEYS = {"gpus", "mem_mb", "runtime", "cpus_per_task", "threads", "enabled"}
-
-
-@dataclass
-class FaceTrainConfig:
-    device: str = "auto"
-    seed: int = 0
-    steps: int = 5000
-    batch_size: int = 4
-    size: int | None = None          # face square side at the generator's size; None: 128 per 512 px
-    smooth_window: int = 5           # frames of the moving average over box centres
-    min_confidence: float = 0.3
-    ngf: int = 64
-    n_down: int = 3
-    n_blocks: int = 6
-    ndf: int = 64
-    n_layers_D: int = 3
-    num_D: int = 2
-    lambda_feat: float = 10.0
-    lambda_vgg: float = 10.0
-    vgg: bool = True
-    vgg_weights: str | None = None
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    decay_from: float = 0.5
-    val_samples: int = 4
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    sample_every: int = 500
-    bf16: bool = True                # CUDA only
+    model: dict
+    boxes: dict
+    steps: int
+    batch_size: int
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FaceTrainConfig":
-        return settings_from_dict(cls, d, "face", RULE_KEYS)
+    def from_dict(cls, d: dict | None = None) -> "FaceTrainConfig":
+        return cls.from_section("face", d, drop=("resources", "enabled"))
 
     def model_config(self) -> FaceModelConfig:
-        return FaceModelConfig(self.ngf, self.n_down, self.n_blocks, self.ndf, self.n_layers_D, self.num_D)
+        return FaceModelConfig(**self.model)
 
 
 def file_sha1(path) -> str:
@@ -243,44 +74,17 @@ def file_sha1(path) -> str:
     return h.hexdigest()
 
 
-def resize_frame(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    if img.shape[:2] == (height, width):
-        return np.asarray(img)
-    return cv2.resize(np.asarray(img), (width, height), interpolation=cv2.INTER_AREA)
-
-
-def generator_label_renderer(gcfg: dict, iuv=None):
-    """render(pose, i) -> the label map the generator was trained on, at its size. A generator
-    trained with labels.iuv concat needs `iuv`: an IUV image per frame of the pose table."""
-    from .labels import generator_renderer
-    from .train import uses_iuv
-
-    h, w = gcfg["height"], gcfg["width"]
-    lab = gcfg.get("labels", {})
-    concat = uses_iuv(gcfg)
-    if concat and iuv is None:
-        raise ValueError(f"{gcfg.get('path', 'the generator')} was trained on label maps with DensePose IUV channels "
-                         f"(labels.iuv: concat): it needs the IUV images of the poses it is given")
-    r = generator_renderer(lab.get("thickness", 2), lab.get("face", True), lab.get("hands", True),
-                           iuv if concat else None)
-    return lambda pose, i: r(pose, i, h, w)
-
-
 def build_face_data(frames, pose: PoseArrays, generator_path, n_train: int, boxes: FaceBoxes,
                     device, bf16: bool = False, iuv=None) -> dict[str, np.ndarray]:
     """Crops of every frame: label (the skeleton's channels), G's output (recurrent over
     [0, n_train) and over the tail [n_train, N) separately) and the real frame; uint8 (N, S, S, 3)
     each. iuv: the target's IUV store, for a generator trained with labels.iuv concat."""
-    from .train import generate_sequence, load_generator
-
-    g, gcfg = load_generator(generator_path, device)
-    h, w = gcfg["height"], gcfg["width"]
-    render = generator_label_renderer(gcfg, iuv)
+    g, meta = load_generator(generator_path, device)
+    h, w = meta["height"], meta["width"]
+    render = label_renderer(meta, iuv)
     n, s = len(frames), boxes.size
     out = {k: np.zeros((n, s, s, 3), np.uint8) for k in ("label", "gen", "real")}
     for lo, hi in ((0, n_train), (n_train, n)):
-        if hi <= lo:
-            continue
         labels = [render(pose, i) for i in range(lo, hi)]
         for i, (lab, gen) in enumerate(zip(labels, generate_sequence(g, labels, device=device, bf16=bf16)), lo):
             out["label"][i] = boxes.crop(lab[..., :LABEL_CH], i)
@@ -293,45 +97,56 @@ def _crops_to_tensor(a: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.array(a)).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
-def face_step(g_f, d_f, opt_g, opt_d, vgg, cfg: FaceTrainConfig, y, gen, x, amp) -> dict:
-    """One step: G_f (D_f frozen) on LSGAN + feature matching + VGG, then D_f on LSGAN."""
+def face_step(run: Run, vgg, cfg: FaceTrainConfig, y, gen, x, amp, aug=None, rng=None) -> dict:
+    """One step: G_f (D_f frozen) on LSGAN + feature matching + VGG, then D_f on LSGAN; D's
+    inputs augmented the same way on real and fake. Returns 0-d tensors (no host sync)."""
+    g_f, d_f = run.g, run.d
     d_f.requires_grad_(False)
     with amp:
         fake = g_f.refine(y, gen)
-        pred_fake = d_f(torch.cat([y, fake], 1))
-        with torch.no_grad():
-            pred_real = d_f(torch.cat([y, x], 1))
-        loss_gan = lsgan_loss(pred_fake, True)
-        loss_fm = feature_matching_loss(pred_fake, pred_real) * cfg.lambda_feat if cfg.lambda_feat else torch.zeros((), device=x.device)
-        loss_vgg = vgg(fake, x) * cfg.lambda_vgg if vgg is not None else torch.zeros((), device=x.device)
-    loss_g = loss_gan + loss_fm + loss_vgg
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    d_f.requires_grad_(True)
-    loss_d, loss_real, loss_fake = discriminator_step(d_f, opt_d, torch.cat([y, x], 1), torch.cat([y, fake], 1), amp)
+    fake_in, real_in = torch.cat([y, fake.float()], 1), torch.cat([y, x], 1)
+    if aug is not None:
+        real_in, fake_in = aug(real_in, fake_in, rng)
+    pred_fake = d_f(fake_in)
     with torch.no_grad():
-        l1 = (fake.float() - x).abs().mean() / 2
-    out = {"loss_D": loss_d, "loss_D_real": loss_real, "loss_D_fake": loss_fake, "loss_G": loss_g,
-           "loss_G_gan": loss_gan, "loss_G_fm": loss_fm, "loss_G_vgg": loss_vgg, "l1": l1}
-    return {k: float(v.detach()) for k, v in out.items()}
+        pred_real = d_f(real_in)
+    zero = torch.zeros((), device=x.device)
+    loss_gan = lsgan_loss(pred_fake, True)
+    loss_fm = feature_matching_loss(pred_fake, pred_real) * cfg.lambda_feat if cfg.lambda_feat else zero
+    if vgg is not None:
+        with amp:
+            loss_vgg = vgg(fake, x) * cfg.lambda_vgg
+    else:
+        loss_vgg = zero
+    loss_g = loss_gan + loss_fm + loss_vgg
+    run.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    run.opt_g.step()
+    d_f.requires_grad_(True)
+    d_losses = discriminator_step(d_f, run.opt_d, real_in, fake_in, cfg.r1_gamma)
+    return {**d_losses, "loss_G": loss_g, "loss_G_gan": loss_gan, "loss_G_fm": loss_fm, "loss_G_vgg": loss_vgg,
+            "l1": (fake.float() - x).abs().mean().detach() / 2}
 
 
 @torch.no_grad()
-def face_validate(g_f, data: dict, idx: list[int], device) -> tuple[float, np.ndarray]:
-    """(mean L1 of G + r to the real face in 0..1 units, grid: label | G | G + r | real per row)."""
-    from .train import to_uint8
+def face_validate(g_f, data: dict, idx: list[int], device, perceptual=None, n_grid: int = 4) -> tuple[dict, np.ndarray]:
+    """G_f on the crops `idx` (the held-out faces): ({l1, ssim, stlpips} of G + r against the real
+    face, grid: label | G | G + r | real per row)."""
+    from .metrics import held_out_metrics
 
     was = g_f.training
     g_f.eval()
-    rows, errs = [], []
-    for i in idx:
-        y, gen, x = (_crops_to_tensor(data[k][i:i + 1], device) for k in ("label", "gen", "real"))
-        fake = g_f.refine(y, gen)
-        errs.append(float((fake - x).abs().mean()) / 2)
-        rows.append(np.concatenate([data["label"][i], data["gen"][i], to_uint8(fake[0]), data["real"][i]], 1))
+    fake = []
+    for lo in range(0, len(idx), 16):
+        b = idx[lo:lo + 16]
+        y, gen = (_crops_to_tensor(data[k][b], device) for k in ("label", "gen"))
+        fake += [to_uint8(f) for f in g_f.refine(y, gen)]
     g_f.train(was)
-    return float(np.mean(errs)) if errs else float("nan"), np.concatenate(rows, 0)
+    real = [np.asarray(data["real"][i]) for i in idx]
+    picks = np.unique(np.linspace(0, len(idx) - 1, min(n_grid, len(idx))).round().astype(int))
+    grid = np.concatenate([np.concatenate([data["label"][idx[k]], data["gen"][idx[k]], fake[k], real[k]], 1)
+                           for k in picks], 0)
+    return held_out_metrics(fake, real, perceptual), grid
 
 
 def _cached_face_data(ckpt_dir: Path, key: dict, make) -> dict[str, np.ndarray]:
@@ -348,156 +163,131 @@ def _cached_face_data(ckpt_dir: Path, key: dict, make) -> dict[str, np.ndarray]:
     return data
 
 
-def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir, ckpt_dir,
-               max_steps: int | None = None, progress: bool = True, iuv_path=None) -> dict:
-    """Train (or resume) the face GAN; writes out_dir/{face.pt, face_loss.csv, face_loss.png,
-    face_samples.png}. Returns {"step", "done", "val_l1", "face_generator"}. iuv_path: the
-    target's IUV store, when the generator was trained with labels.iuv concat."""
-    from tqdm import tqdm
-
+def face_setup(cfg: FaceTrainConfig, frames_path, pose, generator_path, ckpts: Checkpoints, device, iuv_path=None):
+    """(data crops, boxes, fingerprint, n_train, meta of G, resume state or None)."""
+    from .labels import open_iuv
     from .posetable import read_pose
-    from .train import (LOSS_COLUMNS, Phase, Stop, _move_opt, _opt_state_cpu, _truncate_csv, checkpoints,
-                        data_fingerprint, learning_rate, load_checkpoint, open_iuv, plot_losses,
-                        save_checkpoint, split_frames, write_png)
 
-    out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
-    want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(want)
-    log.info("CUDA_VISIBLE_DEVICES=%s device=%s torch=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-             device, torch.__version__)
-    cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else nullcontext()
-    if isinstance(pose, (str, os.PathLike)):
+    if isinstance(pose, (str, Path)):
         pose = read_pose(pose)
     frames = np.load(frames_path, mmap_mode="r")
     n = len(frames)
     if pose.n_frames != n:
         raise ValueError(f"{frames_path} has {n} frames but the pose table has {pose.n_frames}")
-    gck = torch.load(generator_path, map_location="cpu", weights_only=True)
-    h, w = gck["height"], gck["width"]
-    val_fraction = gck.get("train", {}).get("val_fraction", 0.1)
-    del gck
-    n_train, n_val = split_frames(n, val_fraction)
-    mcfg = cfg.model_config()
-    boxes = face_boxes(pose, h, w, cfg.size, cfg.smooth_window, cfg.min_confidence)
-    if boxes.size % (2 ** mcfg.n_down):
-        raise ValueError(f"face size {boxes.size} must be a multiple of 2^n_down = {2 ** mcfg.n_down}")
-    gen_sha = file_sha1(generator_path)
-    fingerprint = {**data_fingerprint(frames, pose), "generator_sha1": gen_sha, "size": boxes.size,
-                   "smooth_window": cfg.smooth_window, "min_confidence": cfg.min_confidence}
+    meta = read_meta(generator_path)
+    n_train = meta["held_out_from"]
+    b = cfg.boxes
+    boxes = face_boxes(pose, meta["height"], meta["width"], b["size"], b["smooth_window"], b["min_confidence"])
+    if boxes.size % (2 ** cfg.model["n_down"]):
+        raise ValueError(f"face size {boxes.size} must be a multiple of 2^n_down = {2 ** cfg.model['n_down']}")
+    fingerprint = {**data_fingerprint(frames, pose), "generator_sha1": file_sha1(generator_path), "size": boxes.size,
+                   **b}
     log.info("%d frames (%d train, %d held out), faces %dx%d in %dx%d frames, head seen in %.0f%% of frames",
-             n, n_train, n_val, boxes.size, boxes.size, w, h, 100 * boxes.seen.mean())
-
-    ckpts = checkpoints(ckpt_dir)
-    state = load_checkpoint(ckpts[-1]) if ckpts else None
-    if state is not None and (state.get("data") != fingerprint or state.get("model") != mcfg.to_dict()):
+             n, n_train, n - n_train, boxes.size, boxes.size, meta["width"], meta["height"], 100 * boxes.seen.mean())
+    state = ckpts.latest()
+    if state is not None and (state.get("data") != fingerprint or state.get("model") != cfg.model):
         log.warning("face checkpoints in %s belong to another generator, data or face model; "
-                    "training the face GAN again from scratch", ckpt_dir)
-        for c in ckpts:
-            c.unlink()
-        (ckpt_dir / "face_loss.csv").unlink(missing_ok=True)
+                    "training the face GAN again from scratch", ckpts.folder)
+        ckpts.clear()
+        (ckpts.folder / "face_loss.csv").unlink(missing_ok=True)
         state = None
-    step = state["step"] if state else 0
-    if state:
-        log.info("resuming from %s (step %d of %d)", ckpts[-1], step, cfg.steps)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    live_csv = ckpt_dir / "face_loss.csv"
-    _truncate_csv(live_csv, step)
-
     t0 = time.perf_counter()
-    data = _cached_face_data(ckpt_dir, fingerprint, lambda: build_face_data(
-        frames, pose, generator_path, n_train, boxes, device, cfg.bf16 and cuda,
+    data = _cached_face_data(ckpts.folder, fingerprint, lambda: build_face_data(
+        frames, pose, generator_path, n_train, boxes, device, cfg.bf16 and device.type == "cuda",
         open_iuv(iuv_path, n, frames_path) if iuv_path else None))
     log.info("face crops ready (%.1f s)", time.perf_counter() - t0)
+    return data, boxes, fingerprint, n_train, meta, state
 
+
+def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir, ckpt_dir,
+               max_steps: int | None = None, progress: bool = True, iuv_path=None) -> dict:
+    """Train (or resume) the face GAN; writes out_dir/{face.pt, face_loss.csv, face_loss.png,
+    face_samples.png}. Returns {"step", "done", "metrics", "best_step", "stopped", "face_generator"}.
+    iuv_path: the target's IUV store, when the generator was trained with labels.iuv concat."""
+    from tqdm import tqdm
+
+    out_dir, ckpts = Path(out_dir), Checkpoints(ckpt_dir, cfg.keep_checkpoints)
+    ckpts.folder.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    log.info("CUDA_VISIBLE_DEVICES=%s device=%s torch=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+             device, torch.__version__)
+    amp = autocast(device, cfg.bf16)
+    data, boxes, fingerprint, n_train, meta, state = face_setup(cfg, frames_path, pose, generator_path, ckpts,
+                                                                device, iuv_path)
+    n = len(data["real"])
+    val_idx = list(range(n_train, n)) or list(range(n_train))
     torch.manual_seed(cfg.seed)
-    g_f, d_f = build_face_models(mcfg)
-    opt_g = torch.optim.Adam(g_f.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(d_f.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    if state:
-        g_f.load_state_dict(state["G"])
-        d_f.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["optG"])
-        opt_d.load_state_dict(state["optD"])
+    g_f, d_f = build_face_models(cfg.model_config())
+    init_weights(g_f, cfg.init_std)
+    init_weights(d_f, cfg.init_std)
+    g_f.zero_head()  # the residual starts at zero whatever the initialisation
     g_f.to(device)
     d_f.to(device)
-    _move_opt(opt_g, device)
-    _move_opt(opt_d, device)
+    fixed = {"model": cfg.model, "data": fingerprint, "train": asdict(cfg), "size": boxes.size, "boxes": cfg.boxes,
+             "height": meta["height"], "width": meta["width"], "generator_sha1": fingerprint["generator_sha1"]}
+    run = Run(g_f, d_f, adam(g_f.parameters(), cfg.lr_G, cfg, device), adam(d_f.parameters(), cfg.lr_D, cfg, device),
+              cfg, ckpts, LossLog(ckpts.folder / "face_loss.csv", state["step"] if state else 0), fixed)
+    if state:
+        run.restore(state, device)
+        log.info("resuming from %s (step %d of %d)", ckpts.steps()[-1], run.step, cfg.steps)
     log.info("G_f %.2f M parameters, D_f %.2f M parameters", count_params(g_f) / 1e6, count_params(d_f) / 1e6)
-    vgg = None
-    if cfg.vgg and cfg.lambda_vgg > 0:
-        from .vgg import VGGLoss
-        vgg = VGGLoss(cfg.vgg_weights).to(device)
-
-    phase = Phase("face", 0, cfg.steps, boxes.size, boxes.size)
-    val_idx = ([int(round(v)) for v in np.linspace(n_train, n - 1, min(cfg.val_samples, n_val))] if n_val
-               else [int(round(v)) for v in np.linspace(0, n_train - 1, max(1, cfg.val_samples))])
-    val_l1 = float("nan")
-    stop_at = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
-
-    def snapshot():
-        return {"step": step, "model": mcfg.to_dict(), "data": fingerprint, "train": asdict(cfg),
-                "G": {k: v.detach().cpu() for k, v in g_f.state_dict().items()},
-                "D": {k: v.detach().cpu() for k, v in d_f.state_dict().items()},
-                "optG": _opt_state_cpu(opt_g), "optD": _opt_state_cpu(opt_d)}
-
+    vgg, perceptual = vgg_loss(cfg, device), perceptual_metric(cfg, device)
+    aug = augmenter(cfg, list(range(LABEL_CH, LABEL_CH + IMG_CH)))
+    stop_at = cfg.steps if max_steps is None else min(cfg.steps, run.step + max_steps)
+    metrics, stopped = {}, ""
     Stop.install()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"face {boxes.size}x{boxes.size}", disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    csv_file = open(live_csv, "a", newline="")
-    writer = csv.DictWriter(csv_file, LOSS_COLUMNS)
-    if live_csv.stat().st_size == 0:
-        writer.writeheader()
+    bar = tqdm(total=cfg.steps, initial=run.step, desc=f"face {boxes.size}x{boxes.size}", disable=not progress,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
     t0 = time.perf_counter()
     try:
-        while step < stop_at:
-            lr = learning_rate(cfg, phase, step)
-            for opt in (opt_g, opt_d):
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            idx = np.sort(np.random.default_rng([cfg.seed, step]).integers(0, n_train, cfg.batch_size))
+        while run.step < stop_at:
+            lr_G, lr_D = (run.lr_scale * learning_rate(lr, run.step, 0, cfg.steps, cfg.decay_from)
+                          for lr in (cfg.lr_G, cfg.lr_D))
+            run.set_lr(lr_G, lr_D)
+            idx = np.sort(np.random.default_rng([cfg.seed, run.step]).integers(0, n_train, cfg.batch_size))
             y, gen, x = (_crops_to_tensor(np.asarray(data[k][idx]), device) for k in ("label", "gen", "real"))
-            losses = face_step(g_f, d_f, opt_g, opt_d, vgg, cfg, y, gen, x, amp)
-            step += 1
-            rec = {"step": step, "phase": "face", "lr": lr, **losses, "val_l1": "",
-                   "time_s": round(time.perf_counter() - t0, 3)}
-            if (cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps:
-                val_l1, grid = face_validate(g_f, data, val_idx, device)
-                rec["val_l1"] = val_l1
-                write_png(ckpt_dir / "face_samples.png", grid)
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in rec.items()})
-            csv_file.flush()
+            losses = face_step(run, vgg, cfg, y, gen, x, amp, aug, step_generator(cfg.seed, run.step, device) if aug else None)
+            run.step += 1
+            row = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
+            row.update(phase="face", lr_G=lr_G, lr_D=lr_D, time_s=round(time.perf_counter() - t0, 3))
+            verdict = ""
+            if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.steps:
+                metrics, grid = face_validate(g_f, data, val_idx, device, perceptual, cfg.val_samples)
+                write_png(ckpts.folder / "face_samples.png", grid)
+                row.update(val_l1=metrics["l1"], val_ssim=metrics["ssim"], val_stlpips=metrics["stlpips"])
+                verdict = run.validated(metrics)
             bar.update(1)
-            bar.set_postfix(D=f"{losses['loss_D']:.3f}", G=f"{losses['loss_G_gan']:.3f}", l1=f"{losses['l1']:.3f}",
-                            refresh=False)
-            sig = Stop.signum
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop_at or sig:
-                p = save_checkpoint(ckpt_dir, snapshot(), cfg.keep_checkpoints)
-                if sig or step == stop_at:
-                    log.info("checkpoint %s", p)
-            if sig:
-                log.warning("stopped by %s at step %d; rerun to resume", signal.Signals(sig).name, step)
-                raise SystemExit(128 + int(sig))
+            bar.set_postfix(D=f"{row['loss_D']:.3f}", G=f"{row['loss_G_gan']:.3f}", l1=f"{row['l1']:.3f}", refresh=False)
+            run.end_step(row, stop_at, Stop.signum)
+            if verdict == "stop":
+                raise TrainingStopped(run.message)
+            if verdict == "rewind":
+                run.rewind(device)
+                bar.n = run.step
+    except TrainingStopped as e:
+        stopped = str(e)
     finally:
         bar.close()
-        csv_file.close()
-    if step < cfg.steps:
-        return {"step": step, "done": False, "val_l1": val_l1, "face_generator": g_f}
+        run.loss_log.close()
+    done = bool(stopped) or run.step >= cfg.steps
+    if done:
+        write_face_outputs(ckpts, out_dir, stopped)
+    return {"step": run.step, "done": done, "metrics": metrics, "best_step": run.guard.best_step, "stopped": stopped,
+            "val_l1": metrics.get("l1", float("nan")), "face_generator": g_f}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = {"model": mcfg.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in g_f.state_dict().items()},
-             "size": boxes.size, "height": h, "width": w, "step": step, "generator_sha1": gen_sha,
-             "boxes": {"smooth_window": cfg.smooth_window, "min_confidence": cfg.min_confidence}}
-    tmp = out_dir / f".face.pt.tmp{os.getpid()}"
-    torch.save(final, tmp)
-    os.replace(tmp, out_dir / "face.pt")
-    shutil.copyfile(live_csv, out_dir / "face_loss.csv")
+
+def write_face_outputs(ckpts: Checkpoints, out_dir: Path, stopped: str = "") -> None:
+    """face.pt from best.pt (else the last checkpoint), face_loss.csv/png, face_samples.png."""
+    last = ckpts.latest()
+    best = ckpts.best() or last
+    final = {k: best[k] for k in ("model", "size", "boxes", "height", "width", "generator_sha1")}
+    final.update(state_dict=best["G"], step=best["step"], last_step=last["step"], stopped=stopped)
+    save_torch(out_dir / "face.pt", final)
+    shutil.copyfile(ckpts.folder / "face_loss.csv", out_dir / "face_loss.csv")
     plot_losses(out_dir / "face_loss.csv", out_dir / "face_loss.png")
-    if not (ckpt_dir / "face_samples.png").exists():
-        write_png(ckpt_dir / "face_samples.png", face_validate(g_f, data, val_idx, device)[1])
-    shutil.copyfile(ckpt_dir / "face_samples.png", out_dir / "face_samples.png")
-    log.info("done: %d steps; wrote %s", step, out_dir / "face.pt")
-    return {"step": step, "done": True, "val_l1": val_l1, "face_generator": g_f}
+    shutil.copyfile(ckpts.folder / "face_samples.png", out_dir / "face_samples.png")
+    log.info("wrote %s: step %d of %d (best held-out)%s", out_dir / "face.pt", best["step"], last["step"],
+             f"; training stopped early: {stopped}" if stopped else "")
 
 
 def main(argv=None):
@@ -506,8 +296,8 @@ def main(argv=None):
     ap.add_argument("--pose", required=True, help="the target's smoothed pose table")
     ap.add_argument("--generator", required=True, help="the target's trained generator.pt")
     ap.add_argument("--out-dir", required=True, help="writes face.pt, face_loss.csv, face_loss.png, face_samples.png")
-    ap.add_argument("--ckpt-dir", required=True, help="face checkpoints, cached crops, the live loss CSV")
-    ap.add_argument("--face-json", default="{}", help="the config's face section as JSON")
+    ap.add_argument("--ckpt-dir", required=True, help="face checkpoints, best.pt, cached crops, the live loss CSV")
+    ap.add_argument("--settings", default="{}", help="the config's face section as JSON (schema defaults fill the rest)")
     ap.add_argument("--iuv", default=None, help="the target's DensePose IUV store (iuv.npy), for labels.iuv concat")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -515,8 +305,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = FaceTrainConfig.from_dict(json.loads(a.face_json))
-    train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
+    train_face(FaceTrainConfig.from_dict(json.loads(a.settings)), a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir,
+               max_steps=a.max_steps, iuv_path=a.iuv)
 
 
 if __name__ == "__main__":

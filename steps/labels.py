@@ -93,6 +93,15 @@ def render_label_map(pose: PoseArrays, frame: int, height: int, width: int,
     return canvas
 
 
+def open_iuv(iuv_path, n_frames: int, what: str) -> np.ndarray:
+    """The IUV store (N, H, W, 3) uint8 of results/densepose/{subject}, checked against N frames."""
+    iuv = np.load(iuv_path, mmap_mode="r")
+    if iuv.ndim != 4 or iuv.shape[-1] != 3 or len(iuv) != n_frames:
+        raise ValueError(f"{iuv_path}: IUV store of shape {iuv.shape}, expected ({n_frames}, H, W, 3) "
+                         f"to match {what}")
+    return iuv
+
+
 def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True, iuv=None):
     """render(pose, i, height, width) -> the label map the generator sees for frame i: the
     skeleton (H, W, 3) with lines `thickness` px thick at 256 px (scaled with the size), or with

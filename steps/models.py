@@ -33,18 +33,27 @@ IMG_CH = 3
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a generator from its state dict (stored in generator.pt)."""
+    """Everything needed to rebuild a generator from its state dict (stored in generator.pt).
+    The config's train.model section fills the networks' fields (their defaults, the paper's
+    networks, live in the schema: steps.settings); the trainer sets kind and label_ch."""
 
+    temporal: bool                # condition on the previous generated frame
+    ngf: int                      # global generator's stem width (local: the enhancer's width)
+    n_down: int                   # strided downsamplings of the global generator
+    n_blocks: int                 # residual blocks of the global generator
+    n_blocks_local: int           # residual blocks of the local enhancer
+    ndf: int
+    n_layers_D: int
+    num_D: int
     kind: str = "global"          # global | local
-    temporal: bool = True         # condition on the previous generated frame
-    ngf: int = 64                 # global generator's stem width (local: the enhancer's width)
-    n_down: int = 4               # strided downsamplings of the global generator
-    n_blocks: int = 9             # residual blocks of the global generator
-    n_blocks_local: int = 3       # residual blocks of the local enhancer
-    ndf: int = 64
-    n_layers_D: int = 3
-    num_D: int = 2
     label_ch: int = LABEL_CH      # LABEL_CH + IUV_CH with DensePose IUV channels (labels.iuv concat)
+
+    @classmethod
+    def paper(cls, **kw) -> "ModelConfig":
+        """The schema's defaults (the paper's networks), with `kw` changed."""
+        from .settings import section
+
+        return cls(**{**section("train")["model"], **kw})
 
     @property
     def g_in(self) -> int:
@@ -209,6 +218,61 @@ class MultiscaleDiscriminator(nn.Module):
 
 def build_discriminator(cfg: ModelConfig) -> MultiscaleDiscriminator:
     return MultiscaleDiscriminator(cfg.d_in, cfg.ndf, cfg.n_layers_D, cfg.num_D)
+
+
+# --- the face GAN's networks (paper, section 3.4) ---------------------------------------------
+
+@dataclass
+class FaceModelConfig:
+    """The face networks (config face.model; stored in face.pt)."""
+
+    ngf: int
+    n_down: int
+    n_blocks: int
+    ndf: int
+    n_layers_D: int
+    num_D: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FaceGenerator(nn.Module):
+    """G_f: (label crop, G crop) -> residual in [-1, 1]; `refine` adds it and clamps. Its last
+    convolution starts at zero, so an untrained G_f changes nothing."""
+
+    def __init__(self, cfg: FaceModelConfig):
+        super().__init__()
+        self.net = GlobalGenerator(LABEL_CH + IMG_CH, IMG_CH, cfg.ngf, cfg.n_down, cfg.n_blocks)
+        self.zero_head()
+        self.multiple = self.net.multiple
+
+    def zero_head(self) -> None:
+        last = self.net.head[1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, label, gen):
+        return self.net(torch.cat([label, gen], 1))
+
+    def refine(self, label, gen):
+        return (gen + self(label, gen)).clamp(-1, 1)
+
+
+def build_face_models(cfg: FaceModelConfig) -> tuple[FaceGenerator, MultiscaleDiscriminator]:
+    return FaceGenerator(cfg), MultiscaleDiscriminator(LABEL_CH + IMG_CH, cfg.ndf, cfg.n_layers_D, cfg.num_D)
+
+
+def init_weights(m: nn.Module, std: float) -> None:
+    """pix2pixHD's initialisation: every (transposed) convolution's weight from N(0, std), biases
+    0. std 0 keeps PyTorch's default. (Our norms have no affine parameters.)"""
+    if std <= 0:
+        return
+    for mod in m.modules():
+        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(mod.weight, 0.0, std)
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
 
 
 # --- losses -----------------------------------------------------------------------------------

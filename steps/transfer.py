@@ -168,11 +168,12 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
              source_iuv=None, source_pose=None) -> dict:
     from tqdm import tqdm
 
-    from .face import apply_face, face_boxes, generator_label_renderer, load_face
-    from .train import generate_sequence, load_generator, open_iuv, uses_iuv
+    from .faceboxes import face_boxes
+    from .generator import apply_face, generate_sequence, label_renderer, load_face, load_generator, pick_device, uses_iuv
+    from .labels import open_iuv
     from .video import write_video
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     normalized = read_pose(pose_path)
     fps = float(normalized.meta.fps)
     n = normalized.n_frames
@@ -196,11 +197,12 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
                          normalized.meta.height, normalized.meta.width, frame_of=pose_from)
     elif source_iuv is not None:
         log.info("%s was trained without IUV channels: %s is not used", generator_path, source_iuv)
-    render = generator_label_renderer(gcfg, iuv)
+    render = label_renderer(gcfg, iuv)
     face_g = boxes = None
     if face_path:
         face_g, fcfg = load_face(face_path, dev)
-        boxes = face_boxes(pose, h, w, fcfg["size"], fcfg["boxes"]["smooth_window"], fcfg["boxes"]["min_confidence"])
+        b = fcfg["boxes"]
+        boxes = face_boxes(pose, h, w, fcfg["size"], b["smooth_window"], b["min_confidence"])
     src = np.load(source_frames, mmap_mode="r") if source_frames else None
     if src is not None and len(src) != n:
         raise ValueError(f"{source_frames} has {len(src)} frames, the pose table {pose_path} has {n}")
@@ -246,6 +248,8 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
 
 
 def main(argv=None):
+    from .settings import section
+
     ap = argparse.ArgumentParser(description="Transfer the source's dance onto the target (generator + face GAN).")
     ap.add_argument("--pose", required=True, help="normalized source poses (results/normalized/{source}__{target}.parquet)")
     ap.add_argument("--generator", required=True, help="the target's generator.pt")
@@ -258,12 +262,10 @@ def main(argv=None):
     ap.add_argument("--frames-csv", required=True, help="per-frame CSV: held, pose_from, face_seen")
     ap.add_argument("--source-iuv", default=None, help="the source's DensePose IUV store (labels.iuv concat)")
     ap.add_argument("--source-pose", default=None, help="the source's smoothed pose table (with --source-iuv)")
-    ap.add_argument("--min-joints", type=int, default=8)
-    ap.add_argument("--min-confidence", type=float, default=0.3)
-    ap.add_argument("--n-stills", type=int, default=4)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--settings", default="{}", help="the config's transfer section as JSON (schema defaults fill the rest)")
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
+    o = section("transfer", {k: v for k, v in json.loads(a.settings).items() if k != "resources"})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -278,7 +280,7 @@ def main(argv=None):
             audio_video = None
     try:
         transfer(a.pose, a.generator, a.out, a.side_by_side, a.stills, a.frames_csv, a.face, a.source_frames,
-                 audio_video, start, a.min_joints, a.min_confidence, a.n_stills, a.device,
+                 audio_video, start, o["min_joints"], o["min_confidence"], o["stills"], o["device"],
                  source_iuv=a.source_iuv, source_pose=a.source_pose)
     except ValueError as e:
         sys.exit(f"transfer: {e}")

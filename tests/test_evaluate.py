@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.evaluate import (COLUMNS, PSNR_CAP_DB, Perceptual, part_distance, pose_distances, psnr, ssim,
-                            temporal_change, to_markdown)
+from steps.evaluate import COLUMNS, part_distance, pose_distances, to_markdown
+from steps.metrics import PSNR_CAP_DB, Perceptual, psnr, ssim, temporal_change
 from steps.synth import make_clip
 
 
@@ -124,6 +124,7 @@ def test_markdown_table():
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
     md = to_markdown(df, "T", {"held_out_from": 90, "frames_total": 100, "evaluated": 10, "width": 64,
+                               "generator_step": 40, "generator_last_step": 50,
                                "height": 64, "face_box": 16})
     lines = md.splitlines()
     assert "| temporal smoothing | 10 | 0.500 | 20.00 | – |" in md

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from steps.face import (FaceGenerator, FaceModelConfig, FaceTrainConfig, apply_face, face_boxes, face_size,
-                        head_centres, train_face)
+from steps.face import FaceTrainConfig, train_face
+from steps.faceboxes import face_boxes, face_size, head_centres
+from steps.generator import apply_face
+from steps.models import FaceGenerator, FaceModelConfig
 from steps.posetable import B, PoseMeta, empty_arrays, write_pose
 from steps.synth import make_clip
 from steps.train import TrainConfig, train
@@ -81,9 +83,9 @@ def dancer(tmp_path_factory):
     np.save(d / "frames.npy", frames)
     pose = clip.truth("tgt", "target")
     write_pose(pose, d / "pose.parquet")
-    cfg = TrainConfig(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1, vgg=False, workers=0,
-                      global_steps=8, val_fraction=0.2, val_samples=2, sample_every=0, checkpoint_every=0,
-                      channels_last=False, device="cpu")
+    cfg = TrainConfig.from_dict(dict(model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1), vgg=False,
+                                     workers=0, global_steps=8, val_fraction=0.2, val_samples=2, val_every=0,
+                                     checkpoint_every=0, channels_last=False, device="cpu"))
     train(cfg, d / "frames.npy", pose, d / "g", d / "g/checkpoints", progress=False)
     return d, frames, pose
 
@@ -108,15 +110,15 @@ def test_boxes_follow_the_head_of_a_rendered_dancer(dancer):
 def test_untrained_face_generator_changes_nothing(dancer):
     _, frames, pose = dancer
     torch.manual_seed(0)
-    g = FaceGenerator(FaceModelConfig(ngf=8, n_down=2, n_blocks=1)).eval()
+    g = FaceGenerator(FaceModelConfig(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1)).eval()
     boxes = face_boxes(pose, H, W)
     label = np.zeros_like(frames[0])
     out = apply_face(g, frames[0], label, boxes.boxes[0])
     np.testing.assert_array_equal(out, frames[0])
 
 
-TINY = dict(batch_size=2, ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1, vgg=False, lr=1e-3,
-            sample_every=0, checkpoint_every=0, val_samples=2, device="cpu")
+TINY = dict(batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=False, lr_G=1e-3,
+            lr_D=1e-3, val_every=0, checkpoint_every=0, val_samples=2, device="cpu")
 
 
 def crop_l1(face_ckpt_dir, g_f=None) -> tuple[float, float]:
@@ -134,7 +136,7 @@ def crop_l1(face_ckpt_dir, g_f=None) -> tuple[float, float]:
 
 def test_face_gan_learns_a_residual(dancer, tmp_path):
     d, _, pose = dancer
-    r = train_face(FaceTrainConfig(**TINY, steps=40), d / "frames.npy", pose, d / "g/generator.pt", tmp_path,
+    r = train_face(FaceTrainConfig.from_dict({**TINY, "steps": 40}), d / "frames.npy", pose, d / "g/generator.pt", tmp_path,
                    tmp_path / "ck", progress=False)
     before, after = crop_l1(tmp_path / "ck", r["face_generator"])
     assert after < 0.75 * before, (before, after)  # measured: 0.302 -> 0.213
@@ -146,7 +148,7 @@ def test_face_gan_learns_a_residual(dancer, tmp_path):
 
 def test_resume_equals_a_straight_run(dancer, tmp_path):
     d, _, pose = dancer
-    cfg = FaceTrainConfig(**TINY, steps=6)
+    cfg = FaceTrainConfig.from_dict({**TINY, "steps": 6})
     args = (d / "frames.npy", pose, d / "g/generator.pt")
     straight = train_face(cfg, *args, tmp_path / "a", tmp_path / "a/ck", progress=False)["face_generator"]
     part = train_face(cfg, *args, tmp_path / "b", tmp_path / "b/ck", max_steps=3, progress=False)
@@ -161,7 +163,7 @@ def test_resume_equals_a_straight_run(dancer, tmp_path):
 
 def test_a_new_generator_restarts_the_face_gan(dancer, tmp_path, caplog):
     d, _, pose = dancer
-    cfg = FaceTrainConfig(**TINY, steps=4)
+    cfg = FaceTrainConfig.from_dict({**TINY, "steps": 4})
     train_face(cfg, d / "frames.npy", pose, d / "g/generator.pt", tmp_path, tmp_path / "ck", max_steps=2, progress=False)
     other = tmp_path / "other.pt"
     ck = torch.load(d / "g/generator.pt", weights_only=True)
@@ -182,7 +184,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
     cmd = [sys.executable, "-m", "steps.face", "--threads", "1", "--frames", str(d / "frames.npy"),
            "--pose", str(d / "pose.parquet"), "--generator", str(d / "g/generator.pt"), "--out-dir", str(tmp_path),
            "--ckpt-dir", str(tmp_path / "ck")]
-    p = subprocess.Popen(cmd + ["--face-json", json.dumps(face)], env=env, stdout=subprocess.PIPE,
+    p = subprocess.Popen(cmd + ["--settings", json.dumps(face)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     live = tmp_path / "ck/face_loss.csv"
     t0 = time.time()
@@ -196,6 +198,6 @@ def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
     step = torch.load(ckpts[0], weights_only=True)["step"]
     assert step >= 3
     face["steps"] = step + 2
-    r = subprocess.run(cmd + ["--face-json", json.dumps(face)], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd + ["--settings", json.dumps(face)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming from {ckpts[0]}" in r.stderr and (tmp_path / "face.pt").exists()

@@ -20,12 +20,12 @@ import yaml
 from conftest import ROOT
 
 FRAMES = {"fps": 10, "width": 192, "height": 192}
-TRAIN = dict(global_steps=30, width=96, height=96, ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1,
-             vgg=False, workers=0, val_fraction=0.25, val_samples=2, sample_every=0, checkpoint_every=0,
-             channels_last=False, device="cpu", gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1)
-FACE = dict(steps=10, batch_size=2, ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1, vgg=True,
-            sample_every=0, checkpoint_every=0, device="cpu", gpus=0, threads=1, mem_mb=1000, runtime=10,
-            cpus_per_task=1)
+RESOURCES = dict(gpus=0, threads=1, mem_mb=1000, runtime=10)
+TRAIN = dict(global_steps=30, width=96, height=96, model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1),
+             vgg=False, workers=0, val_fraction=0.25, val_samples=2, val_every=0, checkpoint_every=0,
+             channels_last=False, device="cpu", resources={**RESOURCES, "cpus_per_task": 1})
+FACE = dict(steps=10, batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=True,
+            val_every=0, checkpoint_every=0, device="cpu", resources={**RESOURCES, "cpus_per_task": 1})
 
 
 def run_snakemake(snakefile: Path, work: Path, *args, timeout=600) -> subprocess.CompletedProcess:
@@ -52,8 +52,8 @@ def smallest_demo_config() -> dict:
            "transfers": [{"source": "src", "target": "tgt"}],
            "frames": {**demo["frames"], **FRAMES}, "pose": {**demo["pose"], "chunk_frames": 20},
            "train": {**demo["train"], **TRAIN}, "face": {**demo["face"], **FACE},
-           "transfer": {**demo["transfer"], "gpus": 0, "threads": 1},
-           "evaluate": {**demo["evaluate"], "ablation": True, "gpus": 0, "threads": 1}}
+           "transfer": {**demo["transfer"], "resources": RESOURCES},
+           "evaluate": {**demo["evaluate"], "ablation": True, "resources": RESOURCES}}
     return cfg
 
 

@@ -9,10 +9,13 @@ import pytest
 
 from conftest import snakemake, write_config
 from steps.backends.convert import IUVOnPoses, warp_iuv
-from steps.face import generator_label_renderer
+from steps.generator import generate_sequence, label_renderer, load_generator
+from steps.labels import open_iuv
 from steps.posetable import write_pose
-from steps.train import FrameData, default_renderer, load_generator, open_iuv, train
-from test_train import H, W, cfg, make_pose, write_data
+from steps.train import FrameData, default_renderer, train
+from test_train import H, W, LABELS, cfg, make_pose, write_data
+
+CONCAT = {**LABELS, "iuv": "concat"}
 
 
 def iuv_of(frames: np.ndarray) -> np.ndarray:
@@ -34,8 +37,8 @@ def trained(tmp_path_factory):
     frames_path, pose_path, pose = write_data(d)
     frames = np.load(frames_path)
     np.save(d / "iuv.npy", iuv_of(frames))
-    c = cfg(global_steps=4, label_iuv="concat")
-    r = train(c, frames_path, pose, d / "out", d / "ckpt", progress=False, iuv_path=d / "iuv.npy")
+    c = cfg(global_steps=4)
+    r = train(c, frames_path, pose, d / "out", d / "ckpt", CONCAT, progress=False, iuv_path=d / "iuv.npy")
     return d, frames_path, pose_path, pose, r
 
 
@@ -47,15 +50,13 @@ def test_the_generator_is_trained_on_six_label_channels(trained):
     assert g.body[1].weight.shape[1] == 6 + 3          # label map + IUV + the previous frame
     # what train()'s data loader gives the generator: the skeleton, then I x 10, U, V of that frame
     iuv = np.load(d / "iuv.npy")
-    c = cfg(global_steps=4, label_iuv="concat")
-    data = FrameData(frames_path, pose, H, W, default_renderer(c, open_iuv(d / "iuv.npy", len(iuv), "test")))
+    data = FrameData(frames_path, pose, H, W, default_renderer(CONCAT, open_iuv(d / "iuv.npy", len(iuv), "test")))
     y, _ = data.sample(7)
     assert y.shape == (6, H, W)
     got = ((y[3:] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(got, np.concatenate([iuv[7, ..., :1] * 10, iuv[7, ..., 1:]], -1))
     # and the generator reads them: other IUV images, another frame
-    from steps.train import generate_sequence
-    lab = generator_label_renderer(gcfg, iuv)(pose, 7)   # what evaluation and transfer render
+    lab = label_renderer(gcfg, iuv)(pose, 7)   # what evaluation and transfer render
     np.testing.assert_array_equal(((y.permute(1, 2, 0).numpy() + 1) * 127.5).round(), lab)
     moved = lab.copy()
     moved[..., 3:] = np.roll(lab[..., 3:], 9, axis=1)
@@ -66,16 +67,16 @@ def test_the_generator_is_trained_on_six_label_channels(trained):
 def test_training_with_concat_needs_a_matching_iuv_store(trained, tmp_path):
     d, frames_path, _, pose, _ = trained
     with pytest.raises(ValueError, match="labels.iuv concat.*IUV store"):
-        train(cfg(global_steps=1, label_iuv="concat"), frames_path, pose, tmp_path / "o", tmp_path / "c", progress=False)
+        train(cfg(global_steps=1), frames_path, pose, tmp_path / "o", tmp_path / "c", CONCAT, progress=False)
     np.save(tmp_path / "short.npy", np.load(d / "iuv.npy")[:5])
     with pytest.raises(ValueError, match=r"short.npy: IUV store of shape \(5, 64, 64, 3\), expected \(24, H, W, 3\)"):
-        train(cfg(global_steps=1, label_iuv="concat"), frames_path, pose, tmp_path / "o", tmp_path / "c",
+        train(cfg(global_steps=1), frames_path, pose, tmp_path / "o", tmp_path / "c", CONCAT,
               progress=False, iuv_path=tmp_path / "short.npy")
     assert not (tmp_path / "c").exists()            # refused before any checkpoint
     # a generator trained with IUV channels refuses to render label maps without them
     _, gcfg = load_generator(d / "out" / "generator.pt")
     with pytest.raises(ValueError, match="trained on label maps with DensePose IUV channels"):
-        generator_label_renderer(gcfg)
+        label_renderer(gcfg)
 
 
 def test_iuv_follows_the_normalized_pose():
@@ -138,7 +139,7 @@ def test_transfer_and_evaluation_feed_the_iuv_channels(trained, tmp_path):
     with av.open(str(outs[1])) as c:                     # label panel: the skeleton's RGB
         assert next(c.decode(video=0)).width == 2 * W
     df, grid, facts = evaluate(frames_path, pose_path, d / "out" / "generator.pt", detect=False,
-                               iuv_path=d / "iuv.npy", face_size=64)
+                               iuv_path=d / "iuv.npy", boxes={"size": 64})
     assert grid.shape[-1] == 3 and grid.shape[1] == 3 * W
     assert np.isfinite(df.loc[df.model.str.contains("temporal"), "ssim"]).all()
 
@@ -173,8 +174,9 @@ def test_checkpoints_of_other_iuv_images_are_not_resumed(trained, tmp_path):
     d, frames_path, _, pose, _ = trained
     iuv = np.load(d / "iuv.npy")
     np.save(tmp_path / "iuv.npy", iuv)
-    c = cfg(global_steps=4, label_iuv="concat")
-    train(c, frames_path, pose, tmp_path / "o", tmp_path / "c", progress=False, iuv_path=tmp_path / "iuv.npy", max_steps=1)
+    c = cfg(global_steps=4)
+    train(c, frames_path, pose, tmp_path / "o", tmp_path / "c", CONCAT, progress=False, iuv_path=tmp_path / "iuv.npy",
+          max_steps=1)
     np.save(tmp_path / "iuv.npy", np.roll(iuv, 5, axis=2))   # DensePose rerun: other IUV images
     with pytest.raises(ValueError, match="trained on other frames, poses or IUV images"):
-        train(c, frames_path, pose, tmp_path / "o", tmp_path / "c", progress=False, iuv_path=tmp_path / "iuv.npy")
+        train(c, frames_path, pose, tmp_path / "o", tmp_path / "c", CONCAT, progress=False, iuv_path=tmp_path / "iuv.npy")

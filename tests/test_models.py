@@ -12,7 +12,8 @@ import torch
 from steps.models import (GlobalGenerator, LocalEnhancer, ModelConfig, MultiscaleDiscriminator,
                           PairGenerator, build_discriminator, build_generator, count_params, d_input,
                           feature_matching_loss, lsgan_loss)
-from steps.train import Phase, TrainConfig, learning_rate, plan_phases
+from steps.loop import learning_rate
+from steps.train import TrainConfig, plan_phases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def patchgan_params(in_ch, ndf=64, n_layers=3):
 
 
 def test_default_generator_parameter_count_and_shapes():
-    c = ModelConfig()  # ngf 64, 4 downsamplings, 9 blocks, temporal: label (3) + previous frame (3) in
+    c = ModelConfig.paper()  # ngf 64, 4 downsamplings, 9 blocks, temporal: label (3) + previous frame (3) in
     with torch.device("meta"):
         g = build_generator(c)
         y = g(torch.empty(2, c.g_in, 256, 512))
@@ -53,7 +54,7 @@ def test_default_generator_parameter_count_and_shapes():
 
 
 def test_local_enhancer_count_shapes_and_global_loading():
-    c = ModelConfig(kind="local")
+    c = ModelConfig.paper(kind="local")
     with torch.device("meta"):
         g = build_generator(c)
         assert g(torch.empty(1, 6, 512, 1024)).shape == (1, 3, 512, 1024)
@@ -70,7 +71,7 @@ def test_local_enhancer_count_shapes_and_global_loading():
 
 
 def test_default_discriminator_parameter_count_and_patch_shapes():
-    c = ModelConfig()  # ndf 64, 3 layers, 2 scales; temporal: (y_t, y_t1, x_t, x_t1) = 12 channels
+    c = ModelConfig.paper()  # ndf 64, 3 layers, 2 scales; temporal: (y_t, y_t1, x_t, x_t1) = 12 channels
     assert c.d_in == 12
     with torch.device("meta"):
         d = build_discriminator(c)
@@ -80,7 +81,7 @@ def test_default_discriminator_parameter_count_and_patch_shapes():
     assert [tuple(f.shape) for f in out[0]] == [(1, 64, 129, 257), (1, 128, 65, 129), (1, 256, 33, 65),
                                                 (1, 512, 34, 66), (1, 1, 35, 67)]
     assert tuple(out[1][-1].shape) == (1, 1, 19, 35)  # the second scale sees a 2x smaller input
-    assert ModelConfig(temporal=False).d_in == 6 and ModelConfig(temporal=False).g_in == 3
+    assert ModelConfig.paper(temporal=False).d_in == 6 and ModelConfig.paper(temporal=False).g_in == 3
 
 
 def test_temporal_pair_and_discriminator_input():
@@ -105,16 +106,16 @@ def test_losses():
 
 
 def test_learning_rate_schedule_and_phase_plan():
-    c = TrainConfig(lr=2e-4, decay_from=0.5)
-    ph = Phase("global", 0, 100, 64, 64)
-    assert learning_rate(c, ph, 0) == learning_rate(c, ph, 49) == 2e-4
-    assert learning_rate(c, ph, 75) == pytest.approx(1e-4)
-    assert learning_rate(c, ph, 99) == pytest.approx(2e-4 / 50)
-    plan = plan_phases(TrainConfig(global_steps=10, local_steps=5), 512, 1024)
+    assert learning_rate(2e-4, 0, 0, 100, 0.5) == learning_rate(2e-4, 49, 0, 100, 0.5) == 2e-4
+    assert learning_rate(2e-4, 75, 0, 100, 0.5) == pytest.approx(1e-4)
+    assert learning_rate(2e-4, 99, 0, 100, 0.5) == pytest.approx(2e-4 / 50)
+    assert learning_rate(1e-3, 150, 100, 200, 1.0) == 1e-3       # decay_from 1: constant
+    assert learning_rate(1e-3, 175, 100, 200, 0.5) == pytest.approx(5e-4)  # a later phase decays on its own steps
+    plan = plan_phases(TrainConfig.from_dict({"global_steps": 10, "local_steps": 5}), 512, 1024)
     assert [(p.kind, p.start, p.end, p.height, p.width) for p in plan] == [
         ("global", 0, 10, 256, 512), ("local", 10, 15, 512, 1024)]
     with pytest.raises(ValueError, match="multiple of 16"):
-        plan_phases(TrainConfig(), 250, 256)
+        plan_phases(TrainConfig.from_dict(), 250, 256)
 
 
 # --- VGG16 ------------------------------------------------------------------------------------

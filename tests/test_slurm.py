@@ -233,9 +233,9 @@ def test_pipeline_on_slurm_matches_local_run(slurm_cluster, gpu_workflow_run, tm
 
 # The generator's training at toy size: enough for the real train_generator rule to run as a
 # SLURM GPU job (the fake GPU has no CUDA behind it, so torch trains on the CPU).
-TINY_TRAIN = dict(global_steps=3, width=64, height=64, ngf=4, n_down=2, n_blocks=1, ndf=4, n_layers_D=1,
-                  num_D=1, vgg=False, workers=0, val_samples=1, sample_every=0, checkpoint_every=0,
-                  channels_last=False, gpus=0, threads=1)
+TINY_TRAIN = dict(global_steps=3, width=64, height=64, model=dict(ngf=4, n_down=2, n_blocks=1, ndf=4, n_layers_D=1,
+                  num_D=1), vgg=False, workers=0, val_samples=1, val_every=0, checkpoint_every=0,
+                  channels_last=False, resources=dict(gpus=0, threads=1))
 
 
 @pytest.fixture(scope="module")

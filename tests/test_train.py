@@ -17,7 +17,8 @@ import torch
 
 from steps.labels import render_label_map
 from steps.posetable import B, PoseMeta, empty_arrays, write_pose
-from steps.train import TrainConfig, generate_sequence, load_generator, train
+from steps.generator import generate_sequence, load_generator
+from steps.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 H = W = 64
@@ -72,13 +73,14 @@ def write_data(d: Path, n: int = 24):
     return d / "frames.npy", d / "pose.parquet", pose
 
 
-TINY = dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=2, vgg=False, workers=0,
-            val_fraction=0.2, val_samples=2, sample_every=0, checkpoint_every=0, keep_checkpoints=3,
-            channels_last=False, label_face=False, label_hands=False)
+TINY = dict(model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=2), vgg=False, workers=0,
+            val_fraction=0.2, val_samples=2, val_every=0, checkpoint_every=0, keep_checkpoints=3,
+            channels_last=False)
+LABELS = {"thickness": 2, "face": False, "hands": False}
 
 
 def cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{**TINY, **kw})
+    return TrainConfig.from_dict({**TINY, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def read_csv(path):
 def test_learning_lowers_reconstruction_error(data, tmp_path):
     frames_path, _, pose = data
     frames = np.load(frames_path)
-    c = cfg(global_steps=100, sample_every=50)
+    c = cfg(global_steps=100, val_every=50)
     untrained_generator(c, tmp_path / "g0.pt")
     idx = list(range(0, 18))
     before = reconstruction_l1(tmp_path / "g0.pt", frames, pose, idx)
@@ -174,8 +176,8 @@ def test_resume_matches_straight_run_across_phases(data, tmp_path):
 
 def _cli(frames, pose, out, ckpt, train_cfg: dict, *extra):
     return [sys.executable, "-m", "steps.train", "--frames", str(frames), "--pose", str(pose),
-            "--out-dir", str(out), "--ckpt-dir", str(ckpt), "--train-json", json.dumps(train_cfg),
-            "--labels-json", json.dumps({"thickness": 2, "face": False, "hands": False}), *extra]
+            "--out-dir", str(out), "--ckpt-dir", str(ckpt), "--settings", json.dumps(train_cfg),
+            "--labels", json.dumps(LABELS), *extra]
 
 
 def train_rule_workdir(tmp_path: Path, data, **train) -> tuple[Path, dict, list[str]]:
@@ -188,8 +190,7 @@ def train_rule_workdir(tmp_path: Path, data, **train) -> tuple[Path, dict, list[
     (wd / "results/pose_smooth").mkdir(parents=True)
     (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
     (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
-    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
-    t.update(gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1, **train)
+    t = {**TINY, "resources": dict(gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1), **train}
     write_train_config(wd, t)
     (wd / "Snakefile").write_text(f'configfile: "config.yaml"\ninclude: "{ROOT}/workflow/rules/common.smk"\n'
                                   f'include: "{ROOT}/workflow/rules/train.smk"\n')
@@ -202,7 +203,7 @@ def write_train_config(wd: Path, train: dict) -> None:
     import yaml
 
     cfg = {"subjects": {"T": {"video": "T.mp4"}}, "train": train,
-           "labels": {"thickness": 2, "face": False, "hands": False}}
+           "labels": LABELS}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
@@ -213,8 +214,7 @@ def _env():
 
 def test_sigterm_saves_a_checkpoint_that_resumes(data, tmp_path):
     frames_path, pose_path, _ = data
-    t = {k: v for k, v in TINY.items() if not k.startswith("label_")}
-    t.update(global_steps=100000, checkpoint_every=0)
+    t = {**TINY, "global_steps": 100000, "checkpoint_every": 0}
     ckpt = tmp_path / "ckpt"
     p = subprocess.Popen(_cli(frames_path, pose_path, tmp_path / "out", ckpt, t, "--threads", "1"),
                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -2,6 +2,7 @@
 the source's audio (trimmed like the frames) when it has some; held poses; side-by-side; stills."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import av
@@ -38,12 +39,12 @@ def models(tmp_path_factory):
     clip = make_clip("target", 2.0, 10, SIZE, SIZE, seed=4)
     np.save(d / "frames.npy", np.stack(list(clip.frames())))
     pose = clip.truth("tgt", "target")
-    cfg = TrainConfig(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1, vgg=False, workers=0, global_steps=4,
-                      width=GEN, height=GEN, val_fraction=0.2, sample_every=0, checkpoint_every=0,
-                      channels_last=False, device="cpu")
+    cfg = TrainConfig.from_dict(dict(model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=False,
+                                     workers=0, global_steps=4, width=GEN, height=GEN, val_fraction=0.2, val_every=0,
+                                     checkpoint_every=0, channels_last=False, device="cpu"))
     train(cfg, d / "frames.npy", pose, d / "m", d / "m/ck", progress=False)
-    fcfg = FaceTrainConfig(steps=2, batch_size=2, ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1, vgg=False,
-                           sample_every=0, checkpoint_every=0, device="cpu")
+    fcfg = FaceTrainConfig.from_dict(dict(steps=2, batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8,
+                                     n_layers_D=2, num_D=1), vgg=False, val_every=0, checkpoint_every=0, device="cpu"))
     train_face(fcfg, d / "frames.npy", pose, d / "m/generator.pt", d / "m", d / "m/fck", progress=False)
     return d / "m/generator.pt", d / "m/face.pt"
 
@@ -117,7 +118,7 @@ def test_transfer_video_frames_rate_size_codec_and_trimmed_audio(models, source,
     main(["--pose", str(tmp_path / "pose.parquet"), "--generator", str(gen), "--face", str(face),
           "--source-frames", str(d / "frames/frames.npy"), "--source-manifest", str(d / "frames/manifest.parquet"),
           "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"), "--stills", str(tmp_path / "stills"),
-          "--frames-csv", str(tmp_path / "frames.csv"), "--n-stills", "3", "--threads", "1"])
+          "--frames-csv", str(tmp_path / "frames.csv"), "--settings", json.dumps({"stills": 3}), "--threads", "1"])
     f = stream_facts(out)
     assert (f["frames"], f["fps"], f["width"], f["height"], f["codec"], f["pix_fmt"]) == (n, 10.0, GEN, GEN, "h264", "yuv420p")
     assert f["audio"] == ["aac"]
@@ -142,11 +143,11 @@ def test_no_audio_when_the_source_has_none_and_no_face_model(models, source, tmp
 
 
 def test_a_failure_mid_video_leaves_no_video(models, source, tmp_path, monkeypatch):
-    import steps.face
+    import steps.generator
 
     gen, face = models
     d, _ = source
-    real = steps.face.apply_face
+    real = steps.generator.apply_face
     calls = []
 
     def failing(*a, **k):
@@ -155,7 +156,7 @@ def test_a_failure_mid_video_leaves_no_video(models, source, tmp_path, monkeypat
             raise RuntimeError("boom")
         return real(*a, **k)
 
-    monkeypatch.setattr(steps.face, "apply_face", failing)
+    monkeypatch.setattr(steps.generator, "apply_face", failing)
     with pytest.raises(RuntimeError, match="boom"):
         transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
                  tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.npy", progress=False)

@@ -130,9 +130,10 @@ def test_video_without_a_person_fails_in_merge_pose_and_names_it(tmp_path, box_v
     assert not (tmp_path / "results/pose/empty.parquet").exists()
 
 
-def test_the_real_clips_example_config_plans_the_whole_pipeline(tmp_path):
-    """config/examples/real_clips.yaml, run as its header says (its own working directory beside
-    ../shared): schema-valid, only its own subjects, every stage planned."""
+@pytest.mark.parametrize("example", ["real_clips.yaml", "gpu.yaml"])
+def test_the_example_configs_plan_the_whole_pipeline(tmp_path, example):
+    """config/examples/*.yaml, run as their headers say (their own working directory beside
+    ../shared): schema-valid, only their own subjects, every stage planned."""
     wd = tmp_path / "edn-real"
     wd.mkdir()
     clips = tmp_path / "shared/data/clips"       # stand-ins: a dry run only needs the files to exist
@@ -140,7 +141,7 @@ def test_the_real_clips_example_config_plans_the_whole_pipeline(tmp_path):
     for name in ("dancer_source.mp4", "model_target.mp4"):
         (clips / name).write_bytes(b"")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--configfile",
-           str(ROOT / "config/examples/real_clips.yaml"), "--directory", str(wd), "-n"]
+           str(ROOT / "config/examples" / example), "--directory", str(wd), "-n"]
     r = subprocess.run(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
     assert "../shared/data/clips/dancer_source.mp4" in r.stdout

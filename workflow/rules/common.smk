@@ -22,10 +22,10 @@ for _i, _t in enumerate(config.get("transfers", [])):
                 f"(known: {', '.join(SUBJECTS)})"
             )
 # The pose back end's own options, as one shell-quoted JSON argument for steps.pose extract.
-import json as _json
+import json
 import shlex as _shlex
 
-POSE_OPTIONS = _shlex.quote(_json.dumps(backend_options(config["pose"])))
+POSE_OPTIONS = _shlex.quote(json.dumps(backend_options(config["pose"])))
 DENSEPOSE = config["pose"]["backend"] == "densepose"
 if config["labels"]["iuv"] != "none" and not DENSEPOSE:
     raise ValueError(
@@ -116,6 +116,18 @@ def all_targets():
     targets += expand("results/transfer/{pair}.mp4", pair=PAIRS)
     targets += expand("results/eval/{target}.csv", target=TARGETS)
     return targets
+
+
+def settings(name, **change):
+    """The config section `name` as one JSON argument (--settings) for its step, without the
+    job's resources: every step reads its own section the same way (steps.settings fills the
+    schema's defaults for keys a caller leaves out)."""
+    return json.dumps({**{k: v for k, v in config[name].items() if k != "resources"}, **change})
+
+
+def resources(name):
+    """The `resources` sub-section of a GPU stage (gpus, threads, mem_mb, runtime, ...)."""
+    return config[name]["resources"]
 
 
 LABEL_FLAGS = " ".join(

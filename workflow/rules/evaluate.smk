@@ -1,41 +1,7 @@
 # Reconstruction of each target's held-out frames (the tail train_generator never trains on) from
 # their own poses: the paper's table as CSV and Markdown, and a grid of samples. With
 # evaluate.ablation a second generator is trained without temporal smoothing for the table's
-# first row (same train settings otherwise, its own checkpoints).
-import json
-
-
-rule train_generator_no_temporal:
-    input:
-        unpack(iuv_input("target")),
-        frames="results/frames/{target}/frames.npy",
-        pose="results/pose_smooth/{target}.parquet",
-    output:
-        generator="results/models/{target}/no_temporal/generator.pt",
-        losses="results/models/{target}/no_temporal/loss.csv",
-        curves="results/models/{target}/no_temporal/loss.png",
-        samples="results/models/{target}/no_temporal/samples.png",
-    params:
-        out_dir=lambda wildcards: f"results/models/{wildcards.target}/no_temporal",
-        ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/no_temporal/checkpoints",
-        train=json.dumps({**config["train"], "temporal": False}),
-        labels=json.dumps(config["labels"]),
-        iuv=iuv_flag,
-    log:
-        "logs/train/{target}_no_temporal.log",
-    threads: config["train"]["threads"]
-    conda:
-        "../../envs/gpu.yaml"
-    resources:
-        gpu=min(1, int(config["train"]["gpus"])),
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        cpus_per_task=config["train"]["cpus_per_task"],
-    shell:
-        "python -m steps.train --threads {threads} --frames {input.frames} --pose {input.pose}"
-        " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --train-json {params.train:q}"
-        " --labels-json {params.labels:q} {params.iuv} > {log} 2>&1"
-
+# first row (train_generator_no_temporal in train.smk: same settings otherwise, its own checkpoints).
 
 rule evaluate:
     input:
@@ -74,27 +40,21 @@ rule evaluate:
             f"--no-temporal {input.no_temporal}" if "no_temporal" in input.keys() else ""
         ),
         iuv=iuv_flag,
-        options=json.dumps(
-            {
-                "detect": config["evaluate"]["detect"],
-                "max_frames": config["evaluate"]["max_frames"],
-                "samples": config["evaluate"]["samples"],
-                "min_confidence": config["stats"]["min_confidence"],
-                "face_size": config["face"]["size"],
-                "face_smooth_window": config["face"]["smooth_window"],
-            }
-        ),
+        settings=settings("evaluate"),
+        boxes=json.dumps(config["face"]["boxes"]),
     log:
         "logs/evaluate/{target}.log",
-    threads: config["evaluate"]["threads"]
+    benchmark:
+        "logs/benchmarks/evaluate/{target}.tsv"
+    threads: resources("evaluate")["threads"]
     conda:
         "../../envs/gpu.yaml"
     resources:
-        gpu=config["evaluate"]["gpus"],
-        mem_mb=config["evaluate"]["mem_mb"],
-        runtime=config["evaluate"]["runtime"],
+        gpu=resources("evaluate")["gpus"],
+        mem_mb=resources("evaluate")["mem_mb"],
+        runtime=resources("evaluate")["runtime"],
     shell:
         "python -m steps.evaluate --threads {threads} --frames {input.frames} --pose {input.pose}"
-        " --generator {input.generator} {params.face} {params.no_temporal} {params.iuv} --options-json {params.options:q}"
-        " --title 'Reconstruction of {wildcards.target}'"
+        " --generator {input.generator} {params.face} {params.no_temporal} {params.iuv}"
+        " --settings {params.settings:q} --boxes {params.boxes:q} --title 'Reconstruction of {wildcards.target}'"
         " --csv {output.csv} --markdown {output.markdown} --grid {output.grid} > {log} 2>&1"

@@ -3,8 +3,6 @@
 # results/models/{target}/face_checkpoints, deliberately not an output, so that a rerun after a
 # crash, a kill or a SLURM preemption (SIGTERM: a checkpoint is saved) resumes. A new
 # generator.pt makes the face GAN start again (its old checkpoints no longer fit).
-import json
-
 
 rule train_face:
     input:
@@ -28,21 +26,23 @@ rule train_face:
             subcategory="{target}",
         ),
     params:
-        out_dir=lambda wildcards: f"results/models/{wildcards.target}",
-        ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/face_checkpoints",
-        face=json.dumps(config["face"]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.face),
+        ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.face), "face_checkpoints"),
+        settings=settings("face"),
         iuv=iuv_flag,
     log:
         "logs/train_face/{target}.log",
-    threads: config["face"]["threads"]
+    benchmark:
+        "logs/benchmarks/train_face/{target}.tsv"
+    threads: resources("face")["threads"]
     conda:
         "../../envs/gpu.yaml"
     resources:
-        gpu=config["face"]["gpus"],
-        mem_mb=config["face"]["mem_mb"],
-        runtime=config["face"]["runtime"],
-        cpus_per_task=config["face"]["cpus_per_task"],
+        gpu=resources("face")["gpus"],
+        mem_mb=resources("face")["mem_mb"],
+        runtime=resources("face")["runtime"],
+        cpus_per_task=resources("face")["cpus_per_task"],
     shell:
         "python -m steps.face --threads {threads} --frames {input.frames} --pose {input.pose}"
         " --generator {input.generator} --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir}"
-        " --face-json {params.face:q} {params.iuv} > {log} 2>&1"
+        " --settings {params.settings:q} {params.iuv} > {log} 2>&1"

@@ -1,12 +1,11 @@
 # Train the pose-to-video generator of each target person (GPU when there is one).
 #
-# Checkpoints, the live loss.csv and interim sample grids go to results/models/{target}/checkpoints,
-# which is deliberately not an output: Snakemake deletes the outputs of a failed or killed job
-# and before a rerun, and the checkpoints must survive both so that the rerun resumes (after a
-# crash, a kill or a SLURM preemption, which sends SIGTERM: the loop saves a checkpoint and exits
-# non-zero). Delete that folder to train from scratch. With train.gpus > 1 the job runs one
-# process per GPU under torchrun (DDP).
-import json
+# Checkpoints (step_*.pt and best.pt), the live loss.csv and interim sample grids go to
+# results/models/{target}/checkpoints, which is deliberately not an output: Snakemake deletes the
+# outputs of a failed or killed job and before a rerun, and the checkpoints must survive both so
+# that the rerun resumes (after a crash, a kill or a SLURM preemption, which sends SIGTERM: the
+# loop saves a checkpoint and exits non-zero). Delete that folder to train from scratch. With
+# train.resources.gpus > 1 the job runs one process per GPU under torchrun (DDP).
 
 
 rule train_generator:
@@ -17,32 +16,71 @@ rule train_generator:
     output:
         generator="results/models/{target}/generator.pt",
         losses="results/models/{target}/loss.csv",
-        curves=report("results/models/{target}/loss.png", category="Training", subcategory="{target}"),
-        samples=report("results/models/{target}/samples.png", category="Training", subcategory="{target}"),
+        curves=report(
+            "results/models/{target}/loss.png",
+            caption="../report/loss.rst",
+            category="Training",
+            subcategory="{target}",
+        ),
+        samples=report(
+            "results/models/{target}/samples.png",
+            caption="../report/samples.rst",
+            category="Training",
+            subcategory="{target}",
+        ),
     params:
-        out_dir=lambda wildcards: f"results/models/{wildcards.target}",
-        ckpt_dir=lambda wildcards: f"results/models/{wildcards.target}/checkpoints",
-        train=json.dumps(config["train"]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.generator),
+        ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.generator), "checkpoints"),
+        settings=settings("train"),
         labels=json.dumps(config["labels"]),
         # torchrun (DDP, one process per GPU) when the job gets more than one GPU
-        launcher=lambda wildcards: (
-            f"torchrun --standalone --nproc_per_node={config['train']['gpus']} -m steps.train"
-            if int(config["train"]["gpus"]) > 1
+        launcher=(
+            f"torchrun --standalone --nproc_per_node={resources('train')['gpus']} -m steps.train"
+            if resources("train")["gpus"] > 1
             else "python -m steps.train"
         ),
         iuv=iuv_flag,
-        threads_per_process=lambda wildcards, threads: max(1, threads // max(1, int(config["train"]["gpus"]))),
+        threads_per_process=lambda wildcards, threads: max(1, threads // max(1, resources("train")["gpus"])),
     log:
         "logs/train/{target}.log",
-    threads: config["train"]["threads"]
+    benchmark:
+        "logs/benchmarks/train_generator/{target}.tsv"
+    threads: resources("train")["threads"]
     conda:
         "../../envs/gpu.yaml"
     resources:
-        gpu=config["train"]["gpus"],
-        mem_mb=config["train"]["mem_mb"],
-        runtime=config["train"]["runtime"],
-        cpus_per_task=config["train"]["cpus_per_task"],
+        gpu=resources("train")["gpus"],
+        mem_mb=resources("train")["mem_mb"],
+        runtime=resources("train")["runtime"],
+        cpus_per_task=resources("train")["cpus_per_task"],
     shell:
-        "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose} --out-dir {params.out_dir}"
-        " --ckpt-dir {params.ckpt_dir} --train-json {params.train:q} --labels-json {params.labels:q} {params.iuv}"
-        " > {log} 2>&1"
+        "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose}"
+        " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --settings {params.settings:q}"
+        " --labels {params.labels:q} {params.iuv} > {log} 2>&1"
+
+
+# The ablation of the evaluation table (evaluate.ablation): the same generator without temporal
+# smoothing, its own checkpoints, one process.
+use rule train_generator as train_generator_no_temporal with:
+    output:
+        generator="results/models/{target}/no_temporal/generator.pt",
+        losses="results/models/{target}/no_temporal/loss.csv",
+        curves="results/models/{target}/no_temporal/loss.png",
+        samples="results/models/{target}/no_temporal/samples.png",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.generator),
+        ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.generator), "checkpoints"),
+        settings=settings("train", model={**config["train"]["model"], "temporal": False}),
+        labels=json.dumps(config["labels"]),
+        launcher="python -m steps.train",
+        iuv=iuv_flag,
+        threads_per_process=lambda wildcards, threads: threads,
+    log:
+        "logs/train/{target}_no_temporal.log",
+    benchmark:
+        "logs/benchmarks/train_generator/{target}_no_temporal.tsv"
+    resources:
+        gpu=min(1, resources("train")["gpus"]),
+        mem_mb=resources("train")["mem_mb"],
+        runtime=resources("train")["runtime"],
+        cpus_per_task=resources("train")["cpus_per_task"],

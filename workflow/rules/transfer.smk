@@ -46,19 +46,20 @@ rule transfer:
         iuv=lambda wildcards, input: (
             f"--source-iuv {input.source_iuv} --source-pose {input.source_pose}" if IUV_CONCAT else ""
         ),
-        c=config["transfer"],
+        settings=settings("transfer"),
     log:
         "logs/transfer/{source}__{target}.log",
-    threads: config["transfer"]["threads"]
+    benchmark:
+        "logs/benchmarks/transfer/{source}__{target}.tsv"
+    threads: resources("transfer")["threads"]
     conda:
         "../../envs/gpu.yaml"
     resources:
-        gpu=config["transfer"]["gpus"],
-        mem_mb=config["transfer"]["mem_mb"],
-        runtime=config["transfer"]["runtime"],
+        gpu=resources("transfer")["gpus"],
+        mem_mb=resources("transfer")["mem_mb"],
+        runtime=resources("transfer")["runtime"],
     shell:
         "python -m steps.transfer --threads {threads} --pose {input.pose} --generator {input.generator} {params.face} {params.iuv}"
         " --source-frames {input.source_frames} --source-manifest {input.source_manifest}"
         " --out {output.video} --side-by-side {output.side_by_side} --stills {output.stills}"
-        " --frames-csv {output.frames_csv} --min-joints {params.c[min_joints]}"
-        " --min-confidence {params.c[min_confidence]} --n-stills {params.c[stills]} > {log} 2>&1"
+        " --frames-csv {output.frames_csv} --settings {params.settings:q} > {log} 2>&1"
