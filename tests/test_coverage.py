@@ -8,7 +8,8 @@ import pandas as pd
 from steps.pose import extract_arrays
 from steps.posetable import PoseMeta, empty_arrays, write_pose
 from steps.smooth import smooth_pose
-from steps.stats import coverage, face_frames, main as stats_main, per_frame
+from steps.stats import coverage, face_frames, per_frame
+from steps.stats import main as stats_main
 from steps.synth import make_clip
 
 

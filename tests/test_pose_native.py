@@ -13,8 +13,10 @@ from steps.video import FFMPEG, write_video
 
 def index_frames(n: int, w: int = 64, h: int = 32) -> list[np.ndarray]:
     """Frame i shows i in binary as 8 black or white stripes (survives H.264 exactly)."""
-    bits = lambda i: ((i >> np.arange(8)) & 1).astype(np.uint8) * 255  # noqa: E731
-    return [np.broadcast_to(np.repeat(bits(i), w // 8)[None, :, None], (h, w, 3)).copy() for i in range(n)]
+    def stripes(i):
+        return np.repeat(((i >> np.arange(8)) & 1).astype(np.uint8) * 255, w // 8)[None, :, None]
+
+    return [np.broadcast_to(stripes(i), (h, w, 3)).copy() for i in range(n)]
 
 
 def frame_index(frames: np.ndarray) -> np.ndarray:
