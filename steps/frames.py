@@ -7,7 +7,10 @@ open memory-mapped (random access, no per-frame files to encode or decode), plus
 ffmpeg does all pixel work in one pass: trim (-ss/-t), resample to the working fps, resize
 keeping the aspect ratio, then either pad (letterbox: nothing of the person is lost) or crop
 (centre crop: fills the frame), and converts to RGB. ffmpeg applies rotation metadata itself
-(autorotate), so phone videos come out upright.
+(autorotate), so phone videos come out upright. Frame k shows the video at start + k/fps.
+
+`native_frames` reads the same frames (same trim and times) at the video's own resolution, for
+the pose detector, and `working_geometry` says where a pixel of such a frame lands in the store.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import ffmpeg
@@ -43,6 +47,28 @@ def scale_filter(width: int, height: int, resize: str) -> str:
     raise ValueError(f"resize must be 'pad' or 'crop', not {resize!r}")
 
 
+def working_geometry(src_w: int, src_h: int, width: int, height: int, resize: str) -> tuple[int, int, int, int]:
+    """Where `scale_filter` puts a src_w x src_h picture: (scaled w, scaled h, x offset, y offset).
+
+    ffmpeg's arithmetic: force_original_aspect_ratio rounds the other side to the nearest pixel,
+    pad and crop centre with integer division (negative offsets for crop); the frames are RGB by
+    then, so no chroma rounding of the offsets."""
+    tmp_w, tmp_h = round(height * src_w / src_h), round(width * src_h / src_w)
+    pick = {"pad": min, "crop": max}.get(resize)
+    if pick is None:
+        raise ValueError(f"resize must be 'pad' or 'crop', not {resize!r}")
+    w, h = pick(tmp_w, width), pick(tmp_h, height)
+    off_x = (width - w) // 2 if resize == "pad" else -((w - width) // 2)
+    off_y = (height - h) // 2 if resize == "pad" else -((h - height) // 2)
+    return w, h, off_x, off_y
+
+
+def native_size(src_w: int, src_h: int, max_side: int) -> tuple[int, int]:
+    """The video's own size, shrunk (never enlarged) so that its long side is at most max_side."""
+    s = min(1.0, max_side / max(src_w, src_h))
+    return max(1, round(src_w * s)), max(1, round(src_h * s))
+
+
 def _npy_header(shape: tuple[int, ...]) -> bytes:
     """A version-1 .npy header for uint8 `shape`, padded to NPY_HEADER_LEN bytes."""
     d = "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }" % (tuple(shape),)
@@ -51,14 +77,25 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 
 def decode_command(video: str, fps: float, width: int, height: int, resize: str,
-                   start: float = 0.0, end: float | None = None):
-    """The ffmpeg-python stream that writes raw RGB frames to stdout."""
-    in_kw = {"ss": start} if start else {}
+                   start: float = 0.0, end: float | None = None, first: int = 0,
+                   seek: float | None = None, size_filter: str | None = None):
+    """The ffmpeg-python stream that writes raw RGB frames `first`, `first` + 1, ... to stdout;
+    frame k shows the video at start + k/fps.
+
+    A reader of later frames seeks to `seek` (start <= seek, a little before frame `first`) but
+    keeps the video's own timestamps (copyts) and shifts them by `start` as the full decode does,
+    so the fps filter, which rounds each frame's time to a tick, rounds every frame alike in both;
+    start_time=0 numbers its ticks from `start` (the ticks before the seek repeat the first frame
+    and trim drops them before any scaling)."""
+    seek = start if seek is None else seek
+    in_kw = {"ss": f"{seek:.6f}", "copyts": None, "start_at_zero": None} if seek else {}
     if end is not None:
-        in_kw["t"] = end - start
-    vf = f"fps={fps}," + scale_filter(width, height, resize)
+        in_kw["t"] = f"{end - seek:.6f}"
+    shift = f"setpts=PTS-{start:.6f}/TB," if start else ""
+    trim = f"trim=start_frame={first}," if first else ""
+    vf = shift + f"fps={fps}:start_time=0," + trim + (size_filter or scale_filter(width, height, resize))
     return (ffmpeg.input(video, **in_kw)
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24", vf=vf, an=None)
+            .output("pipe:", format="rawvideo", pix_fmt="rgb24", vf=vf, an=None, fps_mode="passthrough")
             .global_args("-loglevel", "error", "-nostdin"))
 
 
@@ -136,6 +173,53 @@ def _ffmpeg_into_npy(stream, path: Path, frame_shape: tuple[int, int, int], expe
         f.write(_npy_header((n, *frame_shape)))
         errf.seek(0)
         return n, errf.read().decode(errors="replace").strip(), proc.returncode
+
+
+def read_manifest_meta(store: str | os.PathLike) -> dict:
+    """What decode_frames recorded about the store in `store` (video, fps, trim, sizes)."""
+    path = Path(store) / "manifest.parquet"
+    md = pq.read_schema(path).metadata or {}
+    if b"edn" not in md:
+        raise VideoError(f"{path}: no decode_frames metadata; not a frames store of this pipeline")
+    meta = json.loads(md[b"edn"])
+    meta["n_frames"] = pq.read_metadata(path).num_rows
+    return meta
+
+
+# Frames decoded before a chunk's first one: the fps filter chooses each frame from its
+# neighbours, so a reader that seeks must start a little earlier to choose the same ones.
+SEEK_MARGIN = 3
+
+
+def native_frames(meta: dict, first: int, last: int, max_side: int) -> tuple[tuple[int, int], Iterator[np.ndarray]]:
+    """Frames [first, last) of a store's video at the video's own size (long side <= max_side),
+    upright, at the store's times; returns ((w, h), an iterator of RGB uint8 frames).
+
+    Frames stream from ffmpeg one at a time: a chunk at full HD would not fit in memory."""
+    last = min(last, meta["n_frames"])
+    w, h = native_size(*meta["source_size"], max_side)
+    seek = meta["start"] + max(0, first - SEEK_MARGIN) / meta["fps"]
+    stream = decode_command(meta["video"], meta["fps"], w, h, "pad", meta["start"], meta["end"], first, seek,
+                            size_filter=f"scale={w}:{h}:flags=area,setsar=1")
+    return (w, h), _read_frames(stream, (h, w, 3), max(0, last - first), meta["video"])
+
+
+def _read_frames(stream, shape: tuple[int, int, int], n: int, video: str) -> Iterator[np.ndarray]:
+    size = int(np.prod(shape))
+    proc = subprocess.Popen(stream.compile(cmd=FFMPEG), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    try:
+        for i in range(n):
+            buf = proc.stdout.read(size)
+            if len(buf) < size:
+                err = proc.communicate()[1].decode(errors="replace").strip()
+                raise VideoError(f"{video}: ffmpeg gave {i} of the {n} frames asked for"
+                                 f"{': ' + err[-300:] if err else ''}")
+            yield np.frombuffer(buf, np.uint8).reshape(shape)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def load_frames(out_dir: str | os.PathLike) -> np.ndarray:

@@ -1,8 +1,12 @@
 """extract_pose and merge_pose: keypoints of every frame into the subject's pose table.
 
-`extract` runs a back end over one chunk of the frames store (chunks are separate Snakemake jobs,
-so they run in parallel or on different cluster nodes); `merge` concatenates the chunks in order
-into `results/pose/{subject}.parquet` and refuses a video in which nobody was found.
+`extract` runs a back end over one chunk of frames (chunks are separate Snakemake jobs, so they
+run in parallel or on different cluster nodes). By default it reads the chunk from the video at
+the video's own resolution (`detect_on: video`): the working frames shrink a landscape dancer to
+fit a portrait frame and the detector then loses the face and hands. The keypoints are mapped
+into the working frame's pixels, so the table means the same whichever frames were read.
+`merge` concatenates the chunks in order into `results/pose/{subject}.parquet`, keeps the main
+person and their own hands, and refuses a video in which nobody was found.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from tqdm import tqdm
 
 from .backends import BackendUnavailable, get_backend
 from .atomic import atomic_output
+from .frames import load_frames, native_frames, read_manifest_meta, working_geometry
 from .posetable import PARTS, B, PoseArrays, PoseMeta, write_pose
+from .video import VideoError
 
 
 class NoPersonError(ValueError):
@@ -26,21 +32,75 @@ def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_frames, n_frames)) for s in range(0, n_frames, chunk_frames)]
 
 
-def extract_arrays(frames, fps: float, subject: str = "", backend: str = "mediapipe",
-                   options: dict | None = None, progress: bool = False,
-                   extras: dict | None = None) -> PoseArrays:
-    """Run a back end over RGB frames (N, H, W, 3) and return dense pose arrays.
+def run_backend(frames, n: int, subject: str = "", backend: str = "mediapipe", options: dict | None = None,
+                progress: bool = False, extras: dict | None = None) -> dict[str, np.ndarray]:
+    """Run a back end over n RGB frames (any iterable) and return its per-part arrays.
 
     A back end with more to store than keypoints (densepose: the IUV images and their index)
     hands it over through `chunk_extras()`; it is added to `extras` when a dict is given."""
-    n, h, w = len(frames), frames.shape[1], frames.shape[2]
     it = tqdm(frames, total=n, unit="frame", desc=f"pose {subject}", disable=not progress, file=sys.stderr)
     be = get_backend(backend, options)
     parts = be.extract(it)
     if extras is not None:
         extras.update(getattr(be, "chunk_extras", dict)())
+    return parts
+
+
+def extract_arrays(frames, fps: float, subject: str = "", backend: str = "mediapipe",
+                   options: dict | None = None, progress: bool = False,
+                   extras: dict | None = None) -> PoseArrays:
+    """Run a back end over RGB frames (N, H, W, 3) and return dense pose arrays."""
+    n, h, w = len(frames), frames.shape[1], frames.shape[2]
+    parts = run_backend(frames, n, subject, backend, options, progress, extras)
     meta = PoseMeta(subject=subject, width=w, height=h, fps=fps, backend=backend)
     return PoseArrays(parts, np.arange(n, dtype=np.float32) / np.float32(fps), meta)
+
+
+def to_working(parts: dict[str, np.ndarray], read_size: tuple[int, int], store: dict) -> dict[str, np.ndarray]:
+    """Keypoints in pixels of the video read at read_size -> pixels of the store's working frames.
+
+    The store's scale and pad/crop (steps.frames.working_geometry) applied to points. A face or
+    hand lying wholly outside a cropped working frame is not in the picture the GAN sees, so it
+    becomes missing, as if the detector had only seen the crop."""
+    w, h, ox, oy = working_geometry(*store["source_size"], store["width"], store["height"], store["resize"])
+    scale = np.array([w / read_size[0], h / read_size[1]], np.float32)
+    offset = np.array([ox, oy], np.float32)
+    out = {}
+    for part, arr in parts.items():
+        arr = arr.copy()
+        arr[..., :2] = arr[..., :2] * scale + offset
+        if part != "body":
+            x, y = arr[..., 0], arr[..., 1]
+            inside = (x >= 0) & (x <= store["width"]) & (y >= 0) & (y <= store["height"])
+            gone = ~inside.any(axis=1) & np.isfinite(x).any(axis=1)
+            arr[gone, :, :2] = np.nan
+            arr[gone, :, 2] = 0
+        out[part] = arr
+    return out
+
+
+def extract_chunk(store: str, start: int, end: int, detect_on: str = "video", max_side: int = 1920,
+                  subject: str = "", backend: str = "mediapipe", options: dict | None = None,
+                  progress: bool = False, extras: dict | None = None) -> dict[str, np.ndarray]:
+    """Keypoints of frames [start, end) of a frames store, in its working frame's pixels.
+
+    detect_on 'video': the back end sees the video's own frames (long side <= max_side), the
+    same frames in time as the store; 'frames': it sees the store's working frames."""
+    meta = read_manifest_meta(store)
+    end = min(end, meta["n_frames"])
+    if detect_on == "frames":
+        frames = load_frames(store)[start:end]
+        parts = run_backend(frames, len(frames), subject, backend, options, progress, extras)
+        read_size = (meta["width"], meta["height"])
+    elif detect_on == "video":
+        read_size, frames = native_frames(meta, start, end, max_side)
+        parts = to_working(run_backend(frames, end - start, subject, backend, options, progress, extras),
+                           read_size, meta)
+    else:
+        raise ValueError(f"detect_on must be 'video' or 'frames', not {detect_on!r}")
+    if extras is not None:
+        extras["read_size"] = np.array(read_size)
+    return parts
 
 
 def write_chunk(path, parts: dict[str, np.ndarray], start: int) -> None:
@@ -111,8 +171,32 @@ def keep_main_person(pose: PoseArrays, max_jump: float = 0.5) -> tuple[PoseArray
     return pose, info
 
 
+HAND_WRISTS = {"left_hand": "LWrist", "right_hand": "RWrist"}
+
+
+def drop_stray_hands(pose: PoseArrays, max_offset: float = 0.5) -> tuple[PoseArrays, dict]:
+    """Make missing the hands whose wrist is more than max_offset torso lengths (neck to mid-hip)
+    from the body's wrist on the same side: a hand given to the wrong arm, or a hand-like thing
+    in the background. A hand in a frame without a body has nothing to belong to and goes too.
+
+    Returns the pose (changed in place) and the number of hands dropped per side."""
+    body = pose.parts["body"]
+    torso = np.linalg.norm(body[:, B["Neck"], :2] - body[:, B["MidHip"], :2], axis=-1)
+    info = {}
+    for part, wrist in HAND_WRISTS.items():
+        hand = pose.parts[part]
+        found = hand[..., 2].max(axis=1) > 0
+        dist = np.linalg.norm(hand[:, 0, :2] - body[:, B[wrist], :2], axis=-1)
+        with np.errstate(invalid="ignore"):
+            stray = found & ~(dist <= max_offset * torso)  # NaN (no body) counts as stray
+        hand[stray, :, :2] = np.nan
+        hand[stray, :, 2] = 0
+        info[part] = int(stray.sum())
+    return pose, info
+
+
 def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float = 0.0,
-                 video: str = "") -> PoseArrays:
+                 video: str = "", max_hand_offset: float = 0.5) -> PoseArrays:
     loaded = sorted((np.load(c) for c in chunks), key=lambda z: int(z["start"]))
     expected = 0
     for z in loaded:
@@ -122,6 +206,9 @@ def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float = 0.0
     parts = {p: np.concatenate([z[p] for z in loaded]) for p in PARTS}
     pose = PoseArrays(parts, np.arange(expected, dtype=np.float32) / np.float32(meta.fps), meta)
     pose, meta.extra["main_person"] = keep_main_person(pose)
+    pose, meta.extra["stray_hands_dropped"] = drop_stray_hands(pose, max_hand_offset)
+    if "read_size" in loaded[0].files:
+        meta.extra["detected_at"] = loaded[0]["read_size"].tolist()
     rate = detection_rates(pose)["person"]
     if rate == 0 or rate < min_person_rate:
         raise NoPersonError(
@@ -134,7 +221,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Pose extraction: one chunk, or merge the chunks.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract", help="run the back end over frames [start, end)")
-    ex.add_argument("--frames", required=True, help="frames.npy of the subject")
+    ex.add_argument("--store", required=True, help="the subject's frames store (folder of frames.npy, manifest.parquet)")
+    ex.add_argument("--detect-on", choices=["video", "frames"], default="video",
+                    help="video: the video's own frames (then mapped to the working frame); frames: the store's")
+    ex.add_argument("--max-side", type=int, default=1920, help="long side cap of the video's frames")
     ex.add_argument("--start", type=int, required=True)
     ex.add_argument("--end", type=int, required=True)
     ex.add_argument("--out", required=True, help="chunk .npz")
@@ -152,10 +242,11 @@ def main(argv=None):
     mg.add_argument("--subject", required=True)
     mg.add_argument("--backend", default="mediapipe")
     mg.add_argument("--min-person-rate", type=float, default=0.05)
+    mg.add_argument("--max-hand-offset", type=float, default=0.5,
+                    help="hands farther than this many torso lengths from their body wrist are dropped")
     a = ap.parse_args(argv)
 
     if a.cmd == "extract":
-        frames = np.load(a.frames, mmap_mode="r")
         if a.options:
             import json
 
@@ -165,11 +256,11 @@ def main(argv=None):
                     "min_tracking_confidence": a.min_tracking_confidence}
         extras: dict = {}
         try:
-            pose = extract_arrays(frames[a.start:a.end], 1.0, a.subject, a.backend, opts, progress=True,
-                                  extras=extras)
-        except BackendUnavailable as e:
+            parts = extract_chunk(a.store, a.start, a.end, a.detect_on, a.max_side, a.subject, a.backend, opts,
+                                  progress=True, extras=extras)
+        except (BackendUnavailable, VideoError) as e:
             sys.exit(f"extract_pose: subject {a.subject!r}: {e}")
-        write_chunk(a.out, {**pose.parts, **extras}, a.start)
+        write_chunk(a.out, {**parts, **extras}, a.start)
         return
 
     import json
@@ -180,7 +271,7 @@ def main(argv=None):
     meta = PoseMeta(subject=a.subject, width=vmeta["width"], height=vmeta["height"],
                     fps=vmeta["fps"], backend=a.backend, extra={"video": vmeta["video"]})
     try:
-        pose = merge_chunks(a.chunks, meta, a.min_person_rate, vmeta["video"])
+        pose = merge_chunks(a.chunks, meta, a.min_person_rate, vmeta["video"], a.max_hand_offset)
     except (NoPersonError, ValueError) as e:
         sys.exit(f"merge_pose: {e}")
     meta.extra["detection_rates"] = detection_rates(pose)

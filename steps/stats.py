@@ -6,19 +6,23 @@ head y, the head being the nose, or the ear midpoint when the nose is missing. O
 `far` and `close` are low and high percentiles of toe (robust versions of the min and max that
 the reference implementation takes); the heights there are the medians of the per-frame heights
 of frames whose toe lies within `band` (a fraction of the median height) of far or close.
+
+Coverage: per part (body, face, each hand) the share of frames in which the detector found it,
+and the share usable after smoothing filled short gaps. The face GAN trains only on frames with
+a face and the label maps draw only the hands found, so a target's low coverage is warned about.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .atomic import atomic_output
-from .posetable import B, PoseArrays, read_pose
+from .posetable import PART_ORDER, B, PoseArrays, read_pose
 
 
 class StatsError(ValueError):
@@ -41,6 +45,50 @@ class SubjectStats:
     frames_total: int
     width: int
     height: int
+    coverage: dict = field(default_factory=dict)  # part -> {"detected": share, "usable": share}
+
+
+def part_seen(pose: PoseArrays, min_conf: float = 0.3, detected_only: bool = False) -> dict[str, np.ndarray]:
+    """Per part, a bool per frame: some point of it has confidence >= min_conf (with
+    detected_only, not counting the points smoothing filled in)."""
+    out = {}
+    for part in PART_ORDER:
+        ok = pose.parts[part][..., 2] >= min_conf
+        if detected_only and pose.filled is not None:
+            ok &= ~pose.filled[part]
+        out[part] = ok.any(axis=1)
+    return out
+
+
+def coverage(pose: PoseArrays, min_conf: float = 0.3) -> dict[str, dict[str, float]]:
+    """Per part: the share of frames where the detector found it, and where it is usable
+    (found, or a short gap filled by smoothing)."""
+    if pose.n_frames == 0:
+        return {p: {"detected": 0.0, "usable": 0.0} for p in PART_ORDER}
+    found, usable = part_seen(pose, min_conf, detected_only=True), part_seen(pose, min_conf)
+    return {p: {"detected": float(found[p].mean()), "usable": float(usable[p].mean())} for p in PART_ORDER}
+
+
+# What a part missing from a target's frames costs downstream.
+COST = {"face": "the face GAN trains on fewer frames (only frames with a face give it a face box)",
+        "left_hand": "the left hand drops out of the label maps in the other frames",
+        "right_hand": "the right hand drops out of the label maps in the other frames"}
+
+
+def coverage_warnings(cov: dict, subject: str, min_face: float, min_hands: float) -> list[str]:
+    """One warning per part (face, hands) usable in fewer than its minimum share of frames."""
+    out = []
+    for part, least in (("face", min_face), ("left_hand", min_hands), ("right_hand", min_hands)):
+        share = cov[part]["usable"]
+        if share < least:
+            out.append(f"WARNING: subject {subject!r}: {part} found in {share:.0%} of frames "
+                       f"(detected {cov[part]['detected']:.0%}, warn below {least:.0%}): {COST[part]}")
+    return out
+
+
+def face_frames(pose: PoseArrays, frame_indices, min_conf: float = 0.3) -> int:
+    """How many of the frames `frame_indices` show a face (e.g. the held-out frames evaluated)."""
+    return int(part_seen(pose, min_conf)["face"][np.asarray(frame_indices, int)].sum())
 
 
 def per_frame(pose: PoseArrays, min_conf: float = 0.3) -> pd.DataFrame:
@@ -66,6 +114,8 @@ def per_frame(pose: PoseArrays, min_conf: float = 0.3) -> pd.DataFrame:
         "head": head.astype(np.float32),
         "height": height.astype(np.float32),
         "hip_x": x("MidHip").astype(np.float32),
+        **{f"{p}_detected": v for p, v in part_seen(pose, min_conf, detected_only=True).items()},
+        **{f"{p}_usable": v for p, v in part_seen(pose, min_conf).items()},
     })
 
 
@@ -127,6 +177,32 @@ def plot_stats(table: pd.DataFrame, st: SubjectStats, path) -> None:
         plt.close(fig)
 
 
+def plot_coverage(table: pd.DataFrame, st: SubjectStats, path) -> None:
+    """Per part, a strip over time: dark where detected, light where a gap was filled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 2.4))
+    t = table["time_s"].to_numpy()
+    dt = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    for row, part in enumerate(PART_ORDER):
+        for col, alpha in ((f"{part}_usable", 0.3), (f"{part}_detected", 1.0)):
+            on = table[col].to_numpy()
+            ax.broken_barh([(x, dt) for x in t[on]], (row - 0.4, 0.8), color="tab:green", alpha=alpha, lw=0)
+    ax.set_yticks(range(len(PART_ORDER)))
+    ax.set_yticklabels([f"{p} {st.coverage[p]['detected']:.0%}" for p in PART_ORDER])
+    ax.invert_yaxis()
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"{st.subject}: parts detected over time (light: short gap filled by smoothing)")
+    fig.tight_layout()
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Per-subject ankle and height statistics.")
     ap.add_argument("--pose", required=True)
@@ -137,6 +213,11 @@ def main(argv=None):
     ap.add_argument("--far-percentile", type=float, default=5)
     ap.add_argument("--close-percentile", type=float, default=95)
     ap.add_argument("--band", type=float, default=0.02)
+    ap.add_argument("--coverage-plot", default=None, help="PNG of the parts detected over time")
+    ap.add_argument("--warn-face-below", type=float, default=0.0,
+                    help="warn when the face is usable in fewer than this share of frames (a target's)")
+    ap.add_argument("--warn-hands-below", type=float, default=0.0,
+                    help="warn when a hand is usable in fewer than this share of frames")
     a = ap.parse_args(argv)
     pose = read_pose(a.pose)
     table = per_frame(pose, a.min_confidence)
@@ -145,11 +226,16 @@ def main(argv=None):
                            a.far_percentile, a.close_percentile, a.band)
     except StatsError as e:
         sys.exit(f"subject_stats: {e} (pose table {a.pose})")
+    st.coverage = coverage(pose, a.min_confidence)
     with atomic_output(a.table) as tmp:
         table.to_parquet(tmp, index=False)
     plot_stats(table, st, a.plot)
+    if a.coverage_plot:
+        plot_coverage(table, st, a.coverage_plot)
     write_json(asdict(st), a.json)
     print(json.dumps(asdict(st), indent=1), file=sys.stderr)
+    for line in coverage_warnings(st.coverage, st.subject, a.warn_face_below, a.warn_hands_below):
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

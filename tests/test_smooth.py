@@ -65,3 +65,19 @@ def test_smooth_pose_marks_filled_points_and_keeps_the_schema(method, tmp_path):
     assert df["filled"].dtype == bool and df["filled"].sum() == 3
     back = read_pose(path)
     assert back.filled["body"].sum() == 3 and back.meta.extra["smoothing"]["method"] == method
+
+
+def test_face_and_hand_gaps_are_filled_like_body_gaps():
+    n = 12
+    pose = empty_arrays(n, PoseMeta("bob", 100, 100, 10.0, "test"))
+    track = np.linspace(10, 60, n)
+    for part, conf in (("body", 0.9), ("face", 1.0), ("left_hand", 1.0), ("right_hand", 1.0)):
+        arr = pose.parts[part]
+        arr[..., 0], arr[..., 1], arr[..., 2] = track[:, None], 30.0, conf
+        arr[4:7] = [np.nan, np.nan, 0]  # the same 3-frame gap in every part
+    out = smooth_pose(pose, method="none", max_gap=5)
+    for part in ("body", "face", "left_hand", "right_hand"):
+        arr = out.parts[part]
+        np.testing.assert_allclose(arr[4:7, :, 0], np.repeat(track[4:7, None], arr.shape[1], 1), atol=1e-4)
+        assert out.filled[part][4:7].all() and out.filled[part].sum() == 3 * arr.shape[1]
+        assert (arr[4:7, :, 2] == pose.parts[part][3, 0, 2]).all()

@@ -1,6 +1,11 @@
+# DensePose's IUV images must line up with the working frames, so it always detects on them.
+DETECT_ON = "frames" if DENSEPOSE else config["pose"]["detect_on"]
+
+
 rule extract_pose:
     input:
         frames="results/frames/{subject}/frames.npy",
+        manifest="results/frames/{subject}/manifest.parquet",
     output:
         chunk=temp("results/pose/chunks/{subject}/{chunk}.npz"),
     params:
@@ -9,6 +14,8 @@ rule extract_pose:
         det=config["pose"]["min_detection_confidence"],
         track=config["pose"]["min_tracking_confidence"],
         options=POSE_OPTIONS,
+        detect_on=DETECT_ON,
+        max_side=config["pose"]["max_side"],
     log:
         "logs/extract_pose/{subject}/{chunk}.log",
     conda:
@@ -18,8 +25,9 @@ rule extract_pose:
         mem_mb=2000,
         runtime=60,
     shell:
-        "python -m steps.pose extract --frames {input.frames} --start {params.bounds[start]}"
+        "python -m steps.pose extract --store results/frames/{wildcards.subject} --start {params.bounds[start]}"
         " --end {params.bounds[end]} --out {output.chunk} --backend {params.backend}"
+        " --detect-on {params.detect_on} --max-side {params.max_side}"
         " --subject {wildcards.subject} --min-detection-confidence {params.det}"
         " --min-tracking-confidence {params.track} --options {params.options} > {log} 2>&1"
 
@@ -32,6 +40,7 @@ rule merge_pose:
         pose="results/pose/{subject}.parquet",
     params:
         backend=config["pose"]["backend"],
+        max_hand_offset=config["pose"]["max_hand_offset"],
     log:
         "logs/merge_pose/{subject}.log",
     conda:
@@ -41,7 +50,8 @@ rule merge_pose:
         runtime=10,
     shell:
         "python -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
-        " --subject {wildcards.subject} --backend {params.backend} > {log} 2>&1"
+        " --subject {wildcards.subject} --backend {params.backend}"
+        " --max-hand-offset {params.max_hand_offset} > {log} 2>&1"
 
 
 # DensePose's IUV images travel in the pose chunks (backend densepose); this joins them.

@@ -9,8 +9,20 @@ rule subject_stats:
             caption="../report/stats.rst",
             category="Subject statistics",
         ),
+        coverage=report(
+            "results/stats/{subject}_coverage.png",
+            caption="../report/coverage.rst",
+            category="Subject statistics",
+        ),
     params:
         c=config["stats"],
+        # coverage warnings only for transfer targets: their frames train the GANs
+        warn=lambda w: (
+            f"--warn-face-below {config['stats']['warn_face_below']}"
+            f" --warn-hands-below {config['stats']['warn_hands_below']}"
+            if w.subject in TARGETS
+            else ""
+        ),
     log:
         "logs/subject_stats/{subject}.log",
     conda:
@@ -22,7 +34,9 @@ rule subject_stats:
         "python -m steps.stats --pose {input.pose} --json {output.json} --table {output.table}"
         " --plot {output.plot} --min-confidence {params.c[min_confidence]}"
         " --far-percentile {params.c[far_percentile]}"
-        " --close-percentile {params.c[close_percentile]} --band {params.c[band]} > {log} 2>&1"
+        " --close-percentile {params.c[close_percentile]} --band {params.c[band]}"
+        " --coverage-plot {output.coverage} {params.warn} > {log} 2>&1;"
+        " grep '^WARNING' {log} >&2 || true"
 
 
 rule normalize_pose:
