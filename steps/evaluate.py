@@ -56,6 +56,7 @@ from .generator import (apply_face, generate_sequence, label_renderer, load_face
 from .metrics import Perceptual, psnr, ssim, temporal_change
 from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
+from .stats import face_frames
 
 log = logging.getLogger("evaluate")
 
@@ -210,6 +211,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     grid = np.concatenate([np.concatenate([labels[k][..., :LABEL_CH]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
                            for k in picks], 0)
     facts = {"frames_total": n, "held_out_from": int(n_train), "evaluated": len(idx), "width": w, "height": h,
+             "face_frames": face_frames(pose, idx, b["min_confidence"]),
              "generator_step": int(meta["step"]), "generator_last_step": int(meta.get("last_step", meta["step"])),
              "face_box": boxes.size, "grid_columns": ["label"] + [ROW_NAMES[m] for m, _, _ in models] + ["real"]}
     return df, grid, facts
@@ -229,7 +231,8 @@ def to_markdown(df: pd.DataFrame, title: str, facts: dict) -> str:
     cols = [c for c in COLUMNS if c != "temporal_real"]
     lines = [f"# {title}", "",
              f"Held-out frames {facts['held_out_from']}..{facts['frames_total'] - 1} "
-             f"({facts['evaluated']} evaluated) at {facts['width']}x{facts['height']}; face box {facts['face_box']} px; "
+             f"({facts['evaluated']} evaluated, {facts['face_frames']} with a face) at {facts['width']}x{facts['height']}; "
+             f"face box {facts['face_box']} px; "
              f"generator of step {facts['generator_step']} (the best held-out of {facts['generator_last_step']} steps).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():

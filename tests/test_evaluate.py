@@ -124,9 +124,10 @@ def test_markdown_table():
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
     md = to_markdown(df, "T", {"held_out_from": 90, "frames_total": 100, "evaluated": 10, "width": 64,
-                               "generator_step": 40, "generator_last_step": 50,
+                               "generator_step": 40, "generator_last_step": 50, "face_frames": 7,
                                "height": 64, "face_box": 16})
     lines = md.splitlines()
     assert "| temporal smoothing | 10 | 0.500 | 20.00 | – |" in md
     assert any(line.startswith("| real frames | 10 | – |") for line in lines)
     assert "| 2.000 |" in md  # the ratio
+    assert "(10 evaluated, 7 with a face)" in md and "generator of step 40 (the best held-out of 50 steps)" in md
