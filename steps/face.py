@@ -260,7 +260,7 @@ def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir,
             bar.set_postfix(D=f"{row['loss_D']:.3f}", G=f"{row['loss_G_gan']:.3f}", l1=f"{row['l1']:.3f}", refresh=False)
             run.end_step(row, stop_at, Stop.signum)
             if verdict == "stop":
-                raise TrainingStopped(run.message)
+                run.stop(run.message)
             if verdict == "rewind":
                 run.rewind(device)
                 bar.n = run.step

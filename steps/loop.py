@@ -388,7 +388,8 @@ class Run:
         # a disabled guard still keeps the best step; it just never sees the discriminator win
         self.guard = CollapseGuard(GuardConfig(d_floor=gc["d_floor"] if gc["enabled"] else -1.0, window=gc["window"],
                                                patience=gc["patience"], max_returns=gc["max_returns"],
-                                               lr_factor=gc["lr_factor"]))
+                                               lr_factor=gc["lr_factor"],
+                                               metric={"stlpips": "ST-LPIPS", "ssim": "1 - SSIM", "l1": "L1"}[s.select_by]))
 
     @property
     def lr_scale(self) -> float:
@@ -410,6 +411,12 @@ class Run:
         self.step = state["step"]
         if "guard" in state:
             self.guard.load_state_dict(state["guard"])
+
+    def stop(self, message: str) -> None:
+        """The guard gave up: a last checkpoint (the final model file reads it) and the message."""
+        if self.is_main:
+            self.ckpts.save(self.snapshot())
+        raise TrainingStopped(message)
 
     def set_lr(self, lr_G: float, lr_D: float) -> None:
         set_lr(self.opt_g, lr_G)

@@ -390,7 +390,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
                                     refresh=False)
                     run.end_step(row, stop_at, signum)
                     if verdict == "stop":
-                        raise TrainingStopped(run.message)
+                        run.stop(run.message)
                     if verdict == "rewind":
                         run.rewind(device)
                         bar.n = run.step - ph.start
