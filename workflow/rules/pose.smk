@@ -11,6 +11,8 @@ rule extract_pose:
         options=POSE_OPTIONS,
     log:
         "logs/extract_pose/{subject}/{chunk}.log",
+    benchmark:
+        "logs/benchmarks/extract_pose/{subject}_{chunk}.tsv"
     conda:
         "../../envs/cpu.yaml"
     threads: 1
