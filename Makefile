@@ -9,11 +9,14 @@ CORES ?= all
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+# The project itself goes in editable (pyproject.toml): edits in steps/ need no reinstall, so the
+# stamp only has to follow the files that list packages.
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 # The whole pipeline on the default config: two rendered dancers, demo-sized GANs (CPU minutes).

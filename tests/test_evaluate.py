@@ -23,25 +23,35 @@ def test_identical_images_ssim_1_psnr_capped_distance_0(image):
     assert ssim(image, image) == pytest.approx(1.0, abs=1e-9)
     assert psnr(image, image) == PSNR_CAP_DB == 100.0
     p = Perceptual()
-    if p.net is None:
-        pytest.skip("ST-LPIPS weights (stlpips-pytorch wheel) not installed")
+    assert p.net is not None, "ST-LPIPS weights missing: the stlpips-pytorch wheel is a requirement"
     d = p([image, image], [image, image])
     np.testing.assert_allclose(d, 0, atol=1e-6)
 
 
 def test_known_noise_psnr_and_ssim_ordering(image):
-    b = np.clip(image.astype(int) + 10, 0, 255).astype(np.uint8)
-    mse = np.mean((b.astype(float) - image) ** 2)
-    assert psnr(image, b) == pytest.approx(10 * math.log10(255**2 / mse))
+    # +10 everywhere without clipping: MSE 100, PSNR = 20 log10(255 / 10) = 28.13 dB
+    dark = image.astype(np.float64) * 0.8
+    assert psnr(dark, dark + 10) == pytest.approx(28.1308, abs=1e-4)
+    # Gaussian noise of sigma 5: MSE ~25, PSNR ~34.15 dB
     rng = np.random.default_rng(0)
+    assert psnr(dark, dark + rng.normal(0, 5, dark.shape)) == pytest.approx(34.15, abs=0.05)
+    # flat images: SSIM is the luminance term alone, (2 ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 255)^2
+    c1 = (0.01 * 255) ** 2
+    flat = np.full((32, 32, 3), 100.0)
+    assert ssim(flat, flat + 50) == pytest.approx((2 * 100 * 150 + c1) / (100**2 + 150**2 + c1), rel=1e-9)
     small = np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8)
     large = np.clip(image + rng.normal(0, 40, image.shape), 0, 255).astype(np.uint8)
     assert 1 > ssim(image, small) > ssim(image, large) > 0
     assert ssim(image, small) == pytest.approx(ssim(small, image))
+    # unrelated noise shares no structure: SSIM ~0 and PSNR far below any real output's;
+    # noise against its own negative is anti-correlated: SSIM near -1
+    noise = rng.integers(0, 256, image.shape).astype(np.uint8)
+    assert abs(ssim(image, noise)) < 0.05 and psnr(image, noise) < 10
+    assert ssim(noise, 255 - noise) < -0.9
     p = Perceptual()
-    if p.net is not None:
-        ds, dl = p([image, image], [small, large])
-        assert 0 < ds < dl
+    assert p.net is not None, "ST-LPIPS weights missing: the stlpips-pytorch wheel is a requirement"
+    ds, dl = p([image, image], [small, large])
+    assert 0 < ds < dl
 
 
 def test_temporal_change():

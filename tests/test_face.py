@@ -90,6 +90,7 @@ def dancer(tmp_path_factory):
     return d, frames, pose
 
 
+@pytest.mark.slow
 def test_boxes_follow_the_head_of_a_rendered_dancer(dancer):
     _, frames, pose = dancer
     boxes = face_boxes(pose, H, W)
@@ -107,6 +108,7 @@ def test_boxes_follow_the_head_of_a_rendered_dancer(dancer):
     assert np.ptp(centres[:, 0]) > 5 and np.corrcoef(box_c[:, 0], centres[:, 0])[0, 1] > 0.95
 
 
+@pytest.mark.slow
 def test_untrained_face_generator_changes_nothing(dancer):
     _, frames, pose = dancer
     torch.manual_seed(0)
@@ -134,6 +136,7 @@ def crop_l1(face_ckpt_dir, g_f=None) -> tuple[float, float]:
     return float((gen - x).abs().mean() / 2), float((refined - x).abs().mean() / 2)
 
 
+@pytest.mark.slow
 def test_face_gan_learns_a_residual(dancer, tmp_path):
     d, _, pose = dancer
     r = train_face(FaceTrainConfig.from_dict({**TINY, "steps": 40}), d / "frames.npy", pose, d / "g/generator.pt", tmp_path,
@@ -146,6 +149,7 @@ def test_face_gan_learns_a_residual(dancer, tmp_path):
     assert ck["size"] == 32 and ck["step"] == 40 and ck["height"] == H
 
 
+@pytest.mark.slow
 def test_resume_equals_a_straight_run(dancer, tmp_path):
     d, _, pose = dancer
     cfg = FaceTrainConfig.from_dict({**TINY, "steps": 6})
@@ -161,6 +165,7 @@ def test_resume_equals_a_straight_run(dancer, tmp_path):
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 7))
 
 
+@pytest.mark.slow
 def test_a_new_generator_restarts_the_face_gan(dancer, tmp_path, caplog):
     d, _, pose = dancer
     cfg = FaceTrainConfig.from_dict({**TINY, "steps": 4})
@@ -175,6 +180,7 @@ def test_a_new_generator_restarts_the_face_gan(dancer, tmp_path, caplog):
     assert [int(x.split(",")[0]) for x in rows[1:]] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
     import json
 

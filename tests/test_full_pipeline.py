@@ -5,6 +5,8 @@ table -> `snakemake --report`, through the project's own Snakefile.
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from test_workflow import job_counts
 
 FRAMES = {"fps": 10, "width": 192, "height": 192}
 RESOURCES = dict(gpus=0, threads=1, mem_mb=1000, runtime=10)
@@ -29,8 +32,7 @@ FACE = dict(steps=10, batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=
 
 
 def run_snakemake(snakefile: Path, work: Path, *args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile", str(work / "config.yaml"),
            "--directory", str(work), *args]
     r = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -69,23 +71,23 @@ def full_run(tmp_path_factory):
     cfg = smallest_demo_config()
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     t0 = time.perf_counter()
-    run = run_snakemake(snakefile, work, "--cores", "2", *TARGETS)
+    run_snakemake(snakefile, work, "--cores", "2", *TARGETS)
     wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     run_snakemake(snakefile, work, "--report", "results/report.html", *TARGETS)
     report_wall = time.perf_counter() - t0
     print(f"\nfull pipeline: {wall:.0f} s; report: {report_wall:.0f} s")
     print((work / "results/eval/tgt.md").read_text())
-    return work, snakefile, run, wall
+    return work, snakefile
 
 
+@pytest.mark.slow
 def test_full_pipeline_ends_with_transfer_video_evaluation_and_report(full_run):
     import av
 
     from steps.video import probe
 
-    work, _, run, wall = full_run
-    assert wall < 300, f"the tiny end-to-end run took {wall:.0f} s"
+    work = full_run[0]
     # playable: every frame decodes, H.264 in yuv420p (what browsers and phones play)
     with av.open(str(work / "results/transfer/src__tgt.mp4")) as container:
         stream = container.streams.video[0]
@@ -105,6 +107,7 @@ def test_full_pipeline_ends_with_transfer_video_evaluation_and_report(full_run):
         assert (work / "results/models/tgt" / out).stat().st_size > 0, out
 
 
+@pytest.mark.slow
 def test_evaluation_table_has_the_papers_rows_and_sane_values(full_run):
     work = full_run[0]
     df = pd.read_csv(work / "results/eval/tgt.csv")
@@ -122,22 +125,59 @@ def test_evaluation_table_has_the_papers_rows_and_sane_values(full_run):
     assert (work / "results/eval/tgt_samples.png").stat().st_size > 0
 
 
-def test_report_collects_every_category(full_run):
+def report_data(html: str, name: str):
+    """The JSON that report.html embeds as `var <name> = ...;` (Snakemake 9's report template)."""
+    m = re.search(rf"<script id=\"{name}\">\s*var {name} = (.*?);\s*</script>", html, re.S)
+    assert m, f"report.html has no embedded {name}"
+    return json.loads(m[1])
+
+
+# report item -> (category, rule, words of its caption); None: train.smk's items have no caption yet
+REPORT_ITEMS = {
+    "results/stats/src.png": ("Subject statistics", "subject_stats", "subject src over time"),
+    "results/stats/tgt.png": ("Subject statistics", "subject_stats", "subject tgt over time"),
+    "results/labels/src.mp4": ("Label maps", "render_labels", "Label maps of subject src"),
+    "results/labels/tgt.mp4": ("Label maps", "render_labels", "Label maps of subject tgt"),
+    "results/labels/normalized/src__tgt.mp4": ("Label maps", "render_labels_normalized", "normalization to target tgt"),
+    "results/models/tgt/loss.png": ("Training", "train_generator", None),
+    "results/models/tgt/samples.png": ("Training", "train_generator", None),
+    "results/models/tgt/face_loss.png": ("Training", "train_face", "Face GAN losses of target tgt"),
+    "results/models/tgt/face_samples.png": ("Training", "train_face", "Face GAN on held-out frames of target tgt"),
+    "results/transfer/src__tgt_side_by_side.mp4": ("Transfer", "transfer", "Side by side for src"),
+    "results/eval/tgt.csv": ("Evaluation", "evaluate", "Reconstruction of target tgt"),
+    "results/eval/tgt_samples.png": ("Evaluation", "evaluate", "Held-out frames of target tgt"),
+}
+
+
+@pytest.mark.slow
+def test_report_embeds_every_item_with_its_caption(full_run):
     work = full_run[0]
-    html = (work / "results/report.html").read_text(errors="replace")
-    for word in ("Subject statistics", "Training", "Transfer", "Evaluation", "face_loss.png",
-                 "src__tgt_side_by_side.mp4", "tgt.csv", "still_"):
-        assert word in html, word
+    html = (work / "results/report.html").read_text()
+    results = report_data(html, "results")
+    stills = sorted(f"results/transfer/src__tgt_stills/{p.name}"
+                    for p in (work / "results/transfer/src__tgt_stills").glob("still_*.png"))
+    assert len(stills) == 4 and set(results) == set(REPORT_ITEMS) | set(stills), sorted(results)
+    categories = report_data(html, "categories")
+    for path, item in results.items():
+        category, rule, caption = REPORT_ITEMS.get(path, ("Transfer", "transfer", "Stills of the transfer src"))
+        assert item["job_properties"]["rule"] == rule, path
+        assert any(path in files for files in categories[category].values()), (path, category)
+        if caption:
+            assert caption in item["caption"], (path, item["caption"])
+        # the file itself is in the report, byte for byte
+        assert base64.b64decode(item["data_uri"].split(",", 1)[1]) == (work / path).read_bytes(), path
 
 
+@pytest.mark.slow
 def test_rerun_has_nothing_to_do(full_run):
-    work, snakefile, _, _ = full_run
+    work, snakefile = full_run
     dry = run_snakemake(snakefile, work, "-n", *TARGETS)
     assert "Nothing to be done" in dry.stdout
 
 
+@pytest.mark.slow
 def test_lint_is_clean_for_the_new_rules(full_run):
-    work, snakefile, _, _ = full_run
+    work, snakefile = full_run
     r = run_snakemake(snakefile, work, "--lint")
     for rule in ("train_face", "transfer", "evaluate", "train_generator_no_temporal"):
         assert not re.search(rf"Rule {rule}\b", r.stdout), r.stdout[-4000:]
@@ -156,7 +196,8 @@ def test_face_gan_and_ablation_are_optional(tmp_path):
         (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         (work / "a.mp4").touch()
         (work / "b.mp4").touch()
-        dry = run_snakemake(snakefile, work, "-n", "--forceall", *TARGETS[1:])
-        assert ("train_face" in dry.stdout) == face
-        assert ("train_generator_no_temporal" in dry.stdout) == ablation
-        assert "transfer" in dry.stdout and "evaluate" in dry.stdout
+        planned = job_counts(run_snakemake(snakefile, work, "-n", "--forceall", *TARGETS[1:]).stdout)
+        gans = {rule: planned.get(rule, 0) for rule in
+                ("train_generator", "train_face", "train_generator_no_temporal", "transfer", "evaluate")}
+        assert gans == {"train_generator": 1, "train_face": int(face), "train_generator_no_temporal": int(ablation),
+                        "transfer": 1, "evaluate": 1}, planned

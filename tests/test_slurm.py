@@ -1,6 +1,6 @@
 """The workflow on a real one-node SLURM cluster through `--profile profiles/slurm`.
 
-The cluster (munged + slurmctld + slurmd, no accounting, one fake GPU) comes from
+The cluster (munged + slurmctld + slurmd, no accounting, two fake GPUs) comes from
 tests/cluster/slurm.py; tests/cluster/install_slurm.sh installs Debian's slurm-wlm and munge
 beforehand (make test, .ci/run). Without them, or without root, the cluster tests skip and say
 why; with EDN_REQUIRE_SLURM=1 they fail instead of skipping.
@@ -148,13 +148,15 @@ def test_profiles_parse_with_the_project_workflow(tmp_path):
         assert "Congratulations, your workflow is in a good condition!" in out
 
 
-def test_slurm_profile_uses_squeue_and_asks_gpus():
+def test_slurm_profile_uses_squeue_and_leaves_gpus_to_the_rules():
     config = yaml.safe_load((PROFILE_SLURM / "config.yaml").read_text())
     assert config["executor"] == "slurm"
     # the option of snakemake-executor-plugin-slurm 2.x (ExecutorSettings.status_command)
     assert config["slurm-status-command"] == "squeue"
-    for rule in ("train_generator", "train_face", "transfer"):
-        assert config["set-resources"][rule]["gpu"] == 1
+    # the GPU count is each rule's own (train_generator starts one torchrun process per GPU of
+    # train.gpus): the profile must not override it
+    for rule, resources in config["set-resources"].items():
+        assert not {"gpu", "gres"} & set(resources), rule
     # a default cpus_per_task would override every rule's threads
     assert "cpus_per_task" not in config["default-resources"]
     if not PLUGIN_MISSING:
@@ -167,7 +169,7 @@ def test_slurm_profile_uses_squeue_and_asks_gpus():
 # -- the real cluster --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def slurm_cluster():
-    """A running one-node SLURM cluster (partition `edntest`, one fake GPU); stopped after."""
+    """A running one-node SLURM cluster (partition `edntest`, two fake GPUs); stopped after."""
     require = os.environ.get("EDN_REQUIRE_SLURM") == "1"
     reason = slurm.why_unavailable()
     if reason is None and PLUGIN_MISSING:
@@ -190,15 +192,19 @@ def slurm_cluster():
         cluster.stop()
 
 
-def test_cluster_has_a_fake_gpu_and_no_accounting(slurm_cluster):
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_cluster_has_two_fake_gpus_and_no_accounting(slurm_cluster):
     info = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N %T %G")
-    assert info.split() == ["localhost", "idle", "gpu:1"]
+    assert info.split() == ["localhost", "idle", "gpu:2"]
     # the trap the profile avoids: without accounting sacct cannot report any job state
     res = subprocess.run(["sacct", "-X", "-n"], env=slurm_cluster.env, capture_output=True,
                          text=True)
     assert res.returncode != 0 and "disabled" in res.stdout + res.stderr
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_pipeline_on_slurm_matches_local_run(slurm_cluster, gpu_workflow_run, tmp_path):
     # (gpu_workflow_run: the GPU rule's run starts first and overlaps with this one)
     local = tmp_path / "local"
@@ -232,10 +238,13 @@ def test_pipeline_on_slurm_matches_local_run(slurm_cluster, gpu_workflow_run, tm
 
 
 # The generator's training at toy size: enough for the real train_generator rule to run as a
-# SLURM GPU job (the fake GPU has no CUDA behind it, so torch trains on the CPU).
+# SLURM GPU job (the fake GPU has no CUDA behind it, so torch trains on the CPU). train.smk asks
+# SLURM for train.resources.gpus GPUs: `gpus=1` is the one place here that names that key.
 TINY_TRAIN = dict(global_steps=3, width=64, height=64, model=dict(ngf=4, n_down=2, n_blocks=1, ndf=4, n_layers_D=1,
                   num_D=1), vgg=False, workers=0, val_samples=1, val_every=0, checkpoint_every=0,
-                  channels_last=False, resources=dict(gpus=0, threads=1))
+                  channels_last=False, resources=dict(gpus=1, threads=1))
+# GPU rules' CPU, memory and time requests shrunk to fit the test node
+SMALL = {"cpus_per_task": 1, "mem_mb": 1000, "runtime": 10}
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +255,7 @@ def gpu_workflow_run(slurm_cluster, tmp_path_factory):
     tiny_pipeline_config(work)
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     write_config(work, {**cfg, "train": TINY_TRAIN})
-    args = slurm_args(slurm_cluster, {"cpus_per_task": 1, "mem_mb": 1000, "runtime": 10})
+    args = slurm_args(slurm_cluster, SMALL)
     proc = start_snakemake(work, *args, "results/models/tgt/generator.pt", env=slurm_cluster.env)
     yield work, proc
     if proc.poll() is None:
@@ -254,6 +263,8 @@ def gpu_workflow_run(slurm_cluster, tmp_path_factory):
         proc.communicate()
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_gpu_rule_gets_a_gpu_on_slurm(slurm_cluster, gpu_workflow_run):
     work, proc = gpu_workflow_run
     log = finish(proc, timeout=300)
@@ -271,3 +282,24 @@ def test_gpu_rule_gets_a_gpu_on_slurm(slurm_cluster, gpu_workflow_run):
     job = slurm_cluster.run("scontrol", "show", "job", job_id)
     assert "gres:gpu:1" in job and f"Partition={slurm_cluster.partition}" in job, job
     assert slurm_states(slurm_cluster)[job_id] == f"COMPLETED|{slurm_cluster.partition}"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_rule_asking_two_gpus_gets_two_through_the_profile(slurm_cluster, tmp_path):
+    """A one-rule workflow whose rule bears train_generator's name, so that the profile's settings
+    for it apply, asks for 2 GPUs (as train.smk does with train.gpus: 2, starting two torchrun
+    processes): the job must get both, not the 1 a profile-wide `gpu: 1` would give it."""
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        "rule train_generator:\n"
+        "    output: 'gpus.txt'\n"
+        "    resources: gpu=2\n"
+        "    shell: 'echo $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE > {output}'\n"
+    )
+    log = run_snakemake(tmp_path, *slurm_args(slurm_cluster, SMALL), snakefile=snakefile, env=slurm_cluster.env)
+    (job_id,) = submitted_jobs(log).values()
+    # what the job's process saw: both GPUs' indices, and SLURM's count of them
+    assert (tmp_path / "gpus.txt").read_text().split() == ["0,1", "2"]
+    job = slurm_cluster.run("scontrol", "show", "job", job_id)
+    assert "gres:gpu:2" in job, job

@@ -107,6 +107,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_learning_lowers_reconstruction_error(data, tmp_path):
     frames_path, _, pose = data
     frames = np.load(frames_path)
@@ -151,6 +152,7 @@ def _sd_equal(a: dict, b: dict, atol=0.0):
         assert torch.equal(a[k], b[k]) if atol == 0 else torch.allclose(a[k], b[k], atol=atol, rtol=0), k
 
 
+@pytest.mark.slow
 def test_resume_matches_straight_run_across_phases(data, tmp_path):
     """4 global (32x32) + 4 local-enhancer (64x64) steps straight, against 3 + 3 + 2 with restarts
     (one inside the global phase, one inside the local phase)."""
@@ -212,6 +214,7 @@ def _env():
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_that_resumes(data, tmp_path):
     frames_path, pose_path, _ = data
     t = {**TINY, "global_steps": 100000, "checkpoint_every": 0}
@@ -256,6 +259,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_end_identical(data, tmp_path):
     frames_path, pose_path, _ = data
     out = tmp_path / "out"
@@ -279,6 +283,7 @@ def test_ddp_two_gloo_processes_end_identical(data, tmp_path):
     assert len(read_csv(out / "loss.csv")) == 3
 
 
+@pytest.mark.slow
 def test_generate_sequence_is_recurrent(data, tmp_path):
     frames_path, _, pose = data
     c = cfg(global_steps=2)
@@ -293,6 +298,7 @@ def test_generate_sequence_is_recurrent(data, tmp_path):
     np.testing.assert_array_equal(seq[0], next(generate_sequence(g, labels[:1])))
 
 
+@pytest.mark.slow
 def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
     """The train_generator rule on its own: outputs, log, and a rerun after outputs were removed
     resumes from the kept checkpoints."""
@@ -329,6 +335,7 @@ def _train_processes(workdir: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_preempted_rule_leaves_no_output_and_resumes_losing_at_most_one_interval(data, tmp_path, sig):
     """As SLURM does at preemption or a time limit, the training process of a running

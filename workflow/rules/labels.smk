@@ -8,7 +8,11 @@ rule render_labels:
         ),
         pose="results/pose_smooth/{subject}.parquet",
     output:
-        video="results/labels/{subject}.mp4",
+        video=report(
+            "results/labels/{subject}.mp4",
+            caption="../report/labels.rst",
+            category="Label maps",
+        ),
     params:
         flags=LABEL_FLAGS,
         iuv=lambda wildcards, input: f"--iuv {input.iuv} --iuv-mode overlay" if "iuv" in input.keys() else "",
@@ -27,6 +31,10 @@ use rule render_labels as render_labels_normalized with:
     input:
         pose="results/normalized/{source}__{target}.parquet",
     output:
-        video="results/labels/normalized/{source}__{target}.mp4",
+        video=report(
+            "results/labels/normalized/{source}__{target}.mp4",
+            caption="../report/labels_normalized.rst",
+            category="Label maps",
+        ),
     log:
         "logs/render_labels/{source}__{target}.log",

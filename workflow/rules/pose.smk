@@ -18,6 +18,8 @@ rule extract_pose:
         max_side=config["pose"]["max_side"],
     log:
         "logs/extract_pose/{subject}/{chunk}.log",
+    benchmark:
+        "logs/benchmarks/extract_pose/{subject}_{chunk}.tsv"
     conda:
         "../../envs/cpu.yaml"
     threads: 1
