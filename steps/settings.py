@@ -58,3 +58,39 @@ def description(path: str) -> str:
     for part in path.split("."):
         node = node["properties"][part]
     return node.get("description", "")
+
+
+# --- config/README.md: the GAN sections' tables are generated from the schema -----------------
+
+GENERATED = ("train", "face", "transfer", "evaluate")
+
+
+def _rows(node: dict, prefix: str):
+    for k, sub in node.get("properties", {}).items():
+        if sub.get("type") == "object" and "properties" in sub:
+            yield from _rows(sub, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", sub
+
+
+def markdown_table(name: str) -> str:
+    """The keys of section `name` with their defaults and descriptions, as a Markdown table."""
+    import json
+
+    lines = ["| key | default | what it does |", "|---|---|---|"]
+    for key, sub in _rows(schema()["properties"][name], ""):
+        lines.append(f"| `{key}` | `{json.dumps(sub.get('default'))}` | {sub.get('description', '')} |")
+    return "\n".join(lines)
+
+
+def update_readme(text: str) -> str:
+    """config/README.md with each `<!-- schema: NAME -->` ... `<!-- /schema -->` block regenerated."""
+    import re
+
+    return re.sub(r"(<!-- schema: (\w+) -->\n).*?(<!-- /schema -->)",
+                  lambda m: m.group(1) + markdown_table(m.group(2)) + "\n" + m.group(3), text, flags=re.S)
+
+
+if __name__ == "__main__":  # python -m steps.settings: regenerate config/README.md's tables
+    readme = SCHEMA.parents[2] / "config" / "README.md"
+    readme.write_text(update_readme(readme.read_text()))

@@ -154,3 +154,16 @@ def test_the_example_configs_plan_the_whole_pipeline(tmp_path, example):
     assert "demo_" not in r.stdout
     for rule in ("decode_frames", "train_generator", "train_face", "transfer", "evaluate"):
         assert re.search(rf"^{rule}\s+\d+$", r.stdout, re.M), rule
+
+
+def test_config_readme_tables_are_the_schemas():
+    """config/README.md's GAN tables are generated from the schema (one place for each default):
+    every key there has a description, and the file holds the current tables."""
+    from steps.settings import GENERATED, _rows, schema, update_readme
+
+    for name in GENERATED:
+        missing = [k for k, sub in _rows(schema()["properties"][name], "") if not sub.get("description")]
+        assert not missing, f"{name}: keys without a description in the schema: {missing}"
+        assert f"<!-- schema: {name} -->" in (ROOT / "config/README.md").read_text()
+    text = (ROOT / "config/README.md").read_text()
+    assert update_readme(text) == text, "config/README.md is stale: run `python -m steps.settings`"
