@@ -148,7 +148,7 @@ def held_out_table(loss_csv) -> list[dict]:
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
