@@ -1,119 +1,170 @@
-"""Training throughput of the pose-to-video GAN: the optimised step against a plain fp32 eager one.
+"""Training throughput of the pose-to-video GAN: the precision/layout/compile variants side by side
+against a plain fp32 eager step (issue 14).
 
-One training step = one temporal pair (frames t and t+1: two generator passes, the multi-scale
-discriminator, feature matching and the VGG loss, both optimiser steps). Every variant is built
-from the same seed and timed in the same run, so the ratios are side by side:
+One training step = steps.train.train_step on one temporal pair per sample (two generator passes,
+the multi-scale discriminator, feature matching, the VGG loss, augmentation, both optimiser
+steps), with G, D, the optimizers and the Run built as train() builds them (build_phase, Run).
+Every variant starts from the same seed and is timed in the same process:
 
-  eager        fp32, contiguous (NCHW) tensors, no compile: the plain baseline
-  cl           channels_last
-  cl+compile   channels_last and torch.compile of G and D
-  (CUDA only)  bf16 autocast, with and without compile, and the peak GPU memory
+  eager              fp32, contiguous (NCHW), no compile: the baseline (ratio 1.00)
+  channels_last      fp32, channels_last
+  bf16               bf16 autocast over G and VGG (CUDA only; D stays fp32, as in training)
+  bf16+cl+compile    bf16 + channels_last + torch.compile of G and D (on CPU autocast is off
+                     in the project, so this runs fp32 channels_last + compile)
 
-    python benchmarks/train.py                         # CPU: 256x128 and 512x256
-    python benchmarks/train.py --sizes 512x256 1024x512  # on a GPU machine
-    python benchmarks/train.py --ngf 32 --steps 2      # quicker, smaller model
+FLOPs are counted once per size and batch with torch.utils.flop_counter.FlopCounterMode around
+one eager step; TFLOP/s = FLOPs / (s/step) and "% peak" against --peak-tflops (default 989:
+H100 SXM bf16 dense; on a CPU the fraction only compares variants).
+
+    python benchmarks/train.py                                   # CPU: 256x128, paper model
+    python benchmarks/train.py --device cuda --sizes 512x256 1024x512 --batch-sizes 1 2 4 8
+    python benchmarks/train.py --set train.model.ngf=8 --set train.vgg=false --steps 1   # seconds
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from steps.models import PairGenerator, build_discriminator, build_generator, count_params  # noqa: E402
-from steps.train import TrainConfig, train_step  # noqa: E402
+from quality import apply_set, markdown  # noqa: E402
+from steps.loop import Checkpoints, LossLog, Run, augmenter, autocast, step_generator, vgg_loss  # noqa: E402
+from steps.models import LABEL_CH, IMG_CH, PairGenerator, count_params  # noqa: E402
+from steps.train import Phase, TrainConfig, _d_image_channels, build_phase, train_step  # noqa: E402
 
-
-def variants(cuda: bool):
-    v = [("eager", dict(cl=False, compile=False, bf16=False)),
-         ("cl", dict(cl=True, compile=False, bf16=False)),
-         ("cl+compile", dict(cl=True, compile=True, bf16=False))]
-    if cuda:
-        v += [("bf16+cl", dict(cl=True, compile=False, bf16=True)),
-              ("bf16+cl+compile", dict(cl=True, compile=True, bf16=True))]
-    return v
-
-
-def bench(cfg: TrainConfig, h: int, w: int, device, opts: dict, warmup: int, steps: int, vgg_on: bool):
-    torch._dynamo.reset()  # each variant and size compiles afresh
-    torch.manual_seed(0)
-    mcfg = cfg.model_config("global")
-    g, d = build_generator(mcfg), build_discriminator(mcfg)
-    mem = torch.channels_last if opts["cl"] else torch.contiguous_format
-    g.to(device, memory_format=mem)
-    d.to(device, memory_format=mem)
-    vgg = None
-    if vgg_on:
-        from steps.vgg import VGGLoss
-        vgg = VGGLoss().to(device, memory_format=mem)
-    if opts["compile"]:
-        g.compile(dynamic=False)  # static shapes: sizes are fixed per phase
-        d.compile(dynamic=False)
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if opts["bf16"] else nullcontext()
-    b = cfg.batch_size
-    y_t, y_t1, x_t, x_t1 = (torch.rand(b, 3, h, w, device=device).mul(2).sub(1).contiguous(memory_format=mem)
-                            for _ in range(4))
-    pair = PairGenerator(g, mcfg.temporal)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        train_step(pair, g, d, d, opt_g, opt_d, vgg, cfg, y_t, y_t1, x_t, x_t1, amp)
-    sync()
-    t_warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step(pair, g, d, d, opt_g, opt_d, vgg, cfg, y_t, y_t1, x_t, x_t1, amp)
-    sync()
-    dt = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    del g, d, opt_g, opt_d, vgg
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return dt, t_warm, peak
+VARIANTS = {  # name: (bf16, channels_last, compile)
+    "eager": (False, False, False),
+    "channels_last": (False, True, False),
+    "bf16": (True, False, False),
+    "bf16+cl+compile": (True, True, True),
+}
+COLUMNS = ["size", "batch", "variant", "s/step", "frames/s", "vs eager", "TFLOP/s", "% peak", "peak GiB", "warm-up s"]
 
 
-def main():
+def variants(cuda: bool, only=None) -> list[str]:
+    names = [n for n in VARIANTS if cuda or n != "bf16"]
+    return [n for n in names if not only or n in only or n == "eager"]
+
+
+class Bench:
+    """G, D, optimizers, Run, VGG and augmentation for one (size, batch, variant), as train() has them."""
+
+    def __init__(self, cfg: TrainConfig, h: int, w: int, batch: int, device, variant: str, tmp: Path):
+        bf16, cl, compile_ = VARIANTS[variant]
+        self.cfg, self.device = cfg, device
+        mem = torch.channels_last if cl else torch.contiguous_format
+        torch._dynamo.reset()  # each variant and size compiles afresh
+        mcfg, g, d, opt_g, opt_d, _ = build_phase(cfg, Phase("global", 0, 1, h, w), 0, None, False, device, mem)
+        self.run = Run(g, d, opt_g, opt_d, cfg, Checkpoints(tmp, 1), LossLog(tmp / "loss.csv", 0, enabled=False),
+                       {}, 0, True)
+        if compile_:
+            g.compile(dynamic=False)
+            d.compile(dynamic=False)
+        self.pair, self.d = PairGenerator(g, mcfg.temporal), d
+        self.vgg = vgg_loss(cfg, device, mem)
+        self.aug = augmenter(cfg, _d_image_channels(cfg, False))
+        self.amp = autocast(device, bf16)
+        gen = torch.Generator().manual_seed(0)
+        shapes = [LABEL_CH, LABEL_CH, IMG_CH, IMG_CH]
+        self.batch = [(torch.rand(batch, c, h, w, generator=gen) * 2 - 1).to(device).contiguous(memory_format=mem)
+                      for c in shapes]
+
+    def step(self):
+        rng = step_generator(self.cfg.seed, self.run.step, self.device) if self.aug else None
+        losses = train_step(self.pair, self.d, self.run, self.vgg, self.cfg, self.batch, self.amp, self.aug, rng)
+        self.run.step += 1
+        return losses
+
+    def timed(self, warmup: int, steps: int) -> tuple[float, float]:
+        """(seconds per step, warm-up seconds)."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            self.step()
+        sync()
+        t_warm = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            losses = self.step()
+        sync()
+        dt = (time.perf_counter() - t0) / steps
+        if not math.isfinite(float(losses["loss_G"])):
+            raise RuntimeError("non-finite loss_G")
+        return dt, t_warm
+
+
+def count_flops(b: Bench) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        b.step()
+    return float(fc.get_total_flops())
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["256x128", "512x256"], help="WxH")
-    ap.add_argument("--ngf", type=int, default=64)
-    ap.add_argument("--n-blocks", type=int, default=9)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--sizes", nargs="+", default=None, help="WxH (default 256x128 on CPU, 512x256 1024x512 on CUDA)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="pairs per step")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps (compilation happens here)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps")
-    ap.add_argument("--no-vgg", action="store_true")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--only", nargs="+", default=None, help="variant names to run")
-    a = ap.parse_args()
+    ap.add_argument("--only", nargs="+", default=None, choices=list(VARIANTS), help="variants to run (eager always)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="train.KEY=VALUE",
+                    help="a train.* setting (default: the schema's, i.e. the paper's networks)")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak for the %% column (H100 bf16 dense: 989)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
-    cfg = TrainConfig(ngf=a.ngf, n_blocks=a.n_blocks, batch_size=a.batch, vgg=not a.no_vgg)
-    mcfg = cfg.model_config("global")
+    cuda = device.type == "cuda"
+    sizes = a.sizes or (["512x256", "1024x512"] if cuda else ["256x128"])
+    given = {"device": device.type}
+    for s in a.sets:
+        apply_set(given, s)
+    cfg = TrainConfig.from_dict(given)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
     with torch.device("meta"):
-        ng, nd = count_params(build_generator(mcfg)), count_params(build_discriminator(mcfg))
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__} on {where}; G {ng / 1e6:.1f} M (ngf {a.ngf}, {a.n_blocks} blocks), "
-          f"D {nd / 1e6:.1f} M, VGG loss {'on' if cfg.vgg else 'off'}, batch {a.batch} pair(s); "
-          f"{a.warmup} warm-up + {a.steps} timed steps")
-    print(f"{'size':>9} {'variant':>16} {'s/step':>8} {'pairs/s':>8} {'frames/s':>9} {'vs eager':>9} {'warm-up s':>10} {'peak GiB':>9}")
-    for size in a.sizes:
-        w, h = map(int, size.lower().split("x"))
-        base = None
-        for name, opts in variants(device.type == "cuda"):
-            if a.only and name not in a.only and name != "eager":
-                continue
-            dt, tw, peak = bench(cfg, h, w, device, opts, a.warmup, a.steps, cfg.vgg)
-            base = base or dt
-            pairs = a.batch / dt
-            print(f"{size:>9} {name:>16} {dt:8.3f} {pairs:8.3f} {2 * pairs:9.3f} {base / dt:8.2f}x {tw:10.1f} "
-                  f"{peak:9.2f}", flush=True)
+        _, g, d, *_ = build_phase(cfg, Phase("global", 0, 1, 64, 64), 0, None, False, torch.device("meta"),
+                                  torch.contiguous_format)
+        ng, nd = count_params(g), count_params(d)
+    where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__} on {where}; G {ng / 1e6:.2f} M, D {nd / 1e6:.2f} M ({cfg.model}); "
+          f"VGG loss {'on' if cfg.vgg and cfg.lambda_vgg else 'off'}, augment {cfg.augment['policy'] or 'none'}; "
+          f"{a.warmup} warm-up + {a.steps} timed steps; peak {a.peak_tflops:g} TFLOP/s", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            w, h = (int(v) for v in size.lower().split("x"))
+            for batch in a.batch_sizes:
+                base = flops = None
+                for name in variants(cuda, a.only):
+                    if cuda:
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                    b = Bench(cfg, h, w, batch, device, name, Path(tmp))
+                    if flops is None:
+                        flops = count_flops(b)  # the eager step's FLOPs: the same work in every variant
+                    dt, tw = b.timed(a.warmup, a.steps)
+                    base = base or dt
+                    tflops = flops / dt / 1e12
+                    rows.append({"size": size, "batch": batch, "variant": name, "s/step": dt,
+                                 "frames/s": 2 * batch / dt, "vs eager": base / dt, "TFLOP/s": tflops,
+                                 "% peak": 100 * tflops / a.peak_tflops,
+                                 "peak GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+                                 "warm-up s": tw})
+                    print(f"  {size} batch {batch} {name}: {dt:.4f} s/step", file=sys.stderr, flush=True)
+                    del b
+                print(f"{size} batch {batch}: {flops / 1e9:.2f} GFLOP per step", flush=True)
+    print(markdown(rows, COLUMNS))
 
 
 if __name__ == "__main__":

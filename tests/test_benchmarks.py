@@ -1,0 +1,53 @@
+"""Each benchmark once at its tiniest settings, as a subprocess: the printed Markdown table has
+the expected rows and columns and finite numbers."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = "train.model={ngf: 8, n_down: 2, n_blocks: 1, ndf: 8, n_layers_D: 2, num_D: 1}"
+
+
+def run(script: str, *args: str, timeout=300) -> str:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--threads", "2", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def table(out: str) -> list[dict]:
+    lines = [ln for ln in out.splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert set(lines[1].replace("|", "")) == {"-"}
+    return [dict(zip(head, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def test_quality(tmp_path):
+    out = run("quality.py", "--synth", "1", "--fps", "10", "--size", "64x64", "--steps", "6", "--val-every", "2",
+              "--set", "train.vgg=false", "--set", TINY_MODEL, "--set", "train.workers=0", "--out", str(tmp_path))
+    rows = table(out)
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]  # one row per validation
+    for r in rows:
+        assert all(math.isfinite(float(r[c])) for c in ("val_l1", "val_ssim", "loss_D_mean"))
+    assert "final generator: step" in out
+    assert (tmp_path / "quality.csv").exists() and (tmp_path / "quality.md").exists()
+
+
+def test_train_throughput():
+    # torch.compile takes about a minute on two CPU cores: the compiled variant is left to GPU runs
+    out = run("train.py", "--sizes", "64x32", "--steps", "1", "--only", "eager", "channels_last",
+              "--set", TINY_MODEL, "--set", "train.vgg=false")
+    rows = table(out)
+    assert [r["variant"] for r in rows] == ["eager", "channels_last"]
+    for r in rows:
+        assert float(r["s/step"]) > 0 and math.isfinite(float(r["frames/s"])) and float(r["TFLOP/s"]) > 0
+    assert float(rows[0]["vs eager"]) == 1
+
+
+def test_transfer_throughput():
+    rows = table(run("transfer.py", "--size", "64x32", "--frames", "6"))
+    assert [r["path"] for r in rows] == ["generator", "end to end"]
+    assert all(int(r["frames"]) == 6 and float(r["frames/s"]) > 0 for r in rows)
