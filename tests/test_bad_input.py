@@ -49,6 +49,7 @@ def test_variable_frame_rate_is_resampled_by_timestamps(tmp_path):
     assert np.abs(source_index - expected).max() <= 1
 
 
+@pytest.mark.slow
 def test_person_leaving_the_frame_gives_marked_gaps_not_a_crash(tmp_path):
     from steps.synth import make_clip
 
@@ -82,6 +83,7 @@ def test_person_identities_split_a_handover_and_rejoin_a_return():
     assert person_identities(body).tolist() == [0, 0, 0, 1, 1, -1, 0, 0, 0]
 
 
+@pytest.mark.slow
 def test_two_people_one_subject_is_followed_consistently(tmp_path):
     w, h = 640, 360
     decode_frames(str(clip("two_people.mp4")), tmp_path, 10, w, h, end=8.0, progress=False)

@@ -114,7 +114,9 @@ def test_evaluation_table_has_the_papers_rows_and_sane_values(full_run):
     assert list(df["model"]) == ["no temporal smoothing", "temporal smoothing", "temporal smoothing + face GAN",
                                  "real frames"]
     gen = df.iloc[:3]
-    assert gen["ssim"].between(-1, 1).all() and gen["psnr_db"].between(0, 100).all()
+    # even toy models beat noise by far (SSIM ~0.3-0.4, ~17 dB here); noise scores SSIM ~0 and
+    # PSNR ~8.5 dB on these frames (test_evaluate)
+    assert gen["ssim"].between(0.1, 1).all() and gen["psnr_db"].between(12, 100).all(), gen
     assert gen["stlpips_vgg"].notna().all() and (gen["stlpips_vgg"] >= 0).all()
     assert (df["n_body"] > 0).all() and (df["temporal_real"] > 0).all()
     # the detector finds the real figure in every held-out frame, close to the input poses

@@ -9,6 +9,7 @@ from steps.posetable import B
 from conftest import clip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dancer_source.mp4", "model_target_small.mp4"])
 def test_person_and_ankles_found_in_real_clips(name, tmp_path):
     decode_frames(str(clip(name)), tmp_path, fps=10, width=256, height=256, end=6.0, progress=False)

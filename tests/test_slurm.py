@@ -135,6 +135,7 @@ def tiny_pipeline_config(workdir: Path) -> None:
 
 
 # -- profile checks that need no cluster -------------------------------------------------
+@pytest.mark.slow
 def test_profiles_parse_with_the_project_workflow(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"")  # a dry run only needs the file to exist
     write_config(tmp_path, {"subjects": {"a": {"video": str(tmp_path / "a.mp4")}}})

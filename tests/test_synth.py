@@ -124,6 +124,7 @@ def test_bad_arguments_say_what_is_wrong(bad, msg):
         synth.make_clip(**kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(synth.PRESETS))
 def test_mediapipe_reads_the_rendered_dancer(preset):
     """The real detector, as the pipeline runs it, on 3 s of dance at the demo's 256x256."""

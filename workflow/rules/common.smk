@@ -52,15 +52,17 @@ PAIRS = [f"{t['source']}__{t['target']}" for t in config.get("transfers", [])]
 TARGETS = sorted({t["target"] for t in config.get("transfers", [])})
 
 def job_environment():
-    """PATH for `python -m steps.<stage>` in every job.
+    """PATH for `python -m steps.<stage>` in every job, and EDN_PROJECT_DIR for the conda envs.
 
     The steps package is installed (pyproject.toml) into the environment that runs Snakemake
-    and into each conda env, so jobs need no PYTHONPATH. Under --sdm conda each rule's env puts
-    its own python first on PATH; otherwise the interpreter running Snakemake (the project's
-    .venv) must come first, or a job would run whatever `python` the user's shell finds, one
-    without the project's packages.
+    and into each conda env, so jobs need no PYTHONPATH. envs/*.post-deploy.sh install it from
+    EDN_PROJECT_DIR: Snakemake runs them from a copy under .snakemake/conda/, where nothing tells
+    where the project is. Under --sdm conda each rule's env puts its own python first on PATH;
+    otherwise the interpreter running Snakemake (the project's .venv) must come first, or a job
+    would run whatever `python` the user's shell finds, one without the project's packages.
     """
     env = os.environ  # through a name: snakemake --lint takes os.environ[...] for a missing `envvars:`
+    env["EDN_PROJECT_DIR"] = workflow.basedir
     if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
 
