@@ -134,15 +134,17 @@ def report_data(html: str, name: str):
     return json.loads(m[1])
 
 
-# report item -> (category, rule, words of its caption); None: train.smk's items have no caption yet
+# report item -> (category, rule, words of its caption)
 REPORT_ITEMS = {
     "results/stats/src.png": ("Subject statistics", "subject_stats", "subject src over time"),
     "results/stats/tgt.png": ("Subject statistics", "subject_stats", "subject tgt over time"),
+    "results/stats/src_coverage.png": ("Subject statistics", "subject_stats", "each part of subject src"),
+    "results/stats/tgt_coverage.png": ("Subject statistics", "subject_stats", "each part of subject tgt"),
     "results/labels/src.mp4": ("Label maps", "render_labels", "Label maps of subject src"),
     "results/labels/tgt.mp4": ("Label maps", "render_labels", "Label maps of subject tgt"),
     "results/labels/normalized/src__tgt.mp4": ("Label maps", "render_labels_normalized", "normalization to target tgt"),
-    "results/models/tgt/loss.png": ("Training", "train_generator", None),
-    "results/models/tgt/samples.png": ("Training", "train_generator", None),
+    "results/models/tgt/loss.png": ("Training", "train_generator", "held-out tail"),
+    "results/models/tgt/samples.png": ("Training", "train_generator", "generated recurrently"),
     "results/models/tgt/face_loss.png": ("Training", "train_face", "Face GAN losses of target tgt"),
     "results/models/tgt/face_samples.png": ("Training", "train_face", "Face GAN on held-out frames of target tgt"),
     "results/transfer/src__tgt_side_by_side.mp4": ("Transfer", "transfer", "Side by side for src"),
