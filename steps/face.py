@@ -40,10 +40,9 @@ import torch
 from .faceboxes import FaceBoxes, face_boxes
 from .generator import generate_sequence, label_renderer, load_generator, read_meta, resize_frame, to_uint8
 from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter, autocast,
-                   data_fingerprint, discriminator_step, learning_rate, pick_device, plot_losses, save_torch,
-                   perceptual_metric, step_generator, vgg_loss, write_png)
-from .models import (IMG_CH, LABEL_CH, FaceModelConfig, build_face_models, count_params, feature_matching_loss,
-                     init_weights, lsgan_loss)
+                   data_fingerprint, discriminator_step, generator_adversarial, learning_rate, perceptual_metric,
+                   pick_device, step_generator, vgg_loss, write_final, write_png)
+from .models import (IMG_CH, LABEL_CH, FaceModelConfig, build_face_models, count_params, init_weights)
 from .posetable import PoseArrays
 
 log = logging.getLogger("face")
@@ -105,14 +104,8 @@ def face_step(run: Run, vgg, cfg: FaceTrainConfig, y, gen, x, amp, aug=None, rng
     with amp:
         fake = g_f.refine(y, gen)
     fake_in, real_in = torch.cat([y, fake.float()], 1), torch.cat([y, x], 1)
-    if aug is not None:
-        real_in, fake_in = aug(real_in, fake_in, rng)
-    pred_fake = d_f(fake_in)
-    with torch.no_grad():
-        pred_real = d_f(real_in)
+    real_in, fake_in, loss_gan, loss_fm = generator_adversarial(d_f, real_in, fake_in, cfg.lambda_feat, aug, rng)
     zero = torch.zeros((), device=x.device)
-    loss_gan = lsgan_loss(pred_fake, True)
-    loss_fm = feature_matching_loss(pred_fake, pred_real) * cfg.lambda_feat if cfg.lambda_feat else zero
     if vgg is not None:
         with amp:
             loss_vgg = vgg(fake, x) * cfg.lambda_vgg
@@ -271,23 +264,10 @@ def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir,
         run.loss_log.close()
     done = bool(stopped) or run.step >= cfg.steps
     if done:
-        write_face_outputs(ckpts, out_dir, stopped)
+        write_final(ckpts, out_dir / "face.pt", ("model", "size", "boxes", "height", "width", "generator_sha1"),
+                    "face_loss.csv", "face_samples.png", stopped)
     return {"step": run.step, "done": done, "metrics": metrics, "best_step": run.guard.best_step, "stopped": stopped,
             "val_l1": metrics.get("l1", float("nan")), "face_generator": g_f}
-
-
-def write_face_outputs(ckpts: Checkpoints, out_dir: Path, stopped: str = "") -> None:
-    """face.pt from best.pt (else the last checkpoint), face_loss.csv/png, face_samples.png."""
-    last = ckpts.latest()
-    best = ckpts.best() or last
-    final = {k: best[k] for k in ("model", "size", "boxes", "height", "width", "generator_sha1")}
-    final.update(state_dict=best["G"], step=best["step"], last_step=last["step"], stopped=stopped)
-    save_torch(out_dir / "face.pt", final)
-    shutil.copyfile(ckpts.folder / "face_loss.csv", out_dir / "face_loss.csv")
-    plot_losses(out_dir / "face_loss.csv", out_dir / "face_loss.png")
-    shutil.copyfile(ckpts.folder / "face_samples.png", out_dir / "face_samples.png")
-    log.info("wrote %s: step %d of %d (best held-out)%s", out_dir / "face.pt", best["step"], last["step"],
-             f"; training stopped early: {stopped}" if stopped else "")
 
 
 def main(argv=None):

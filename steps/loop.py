@@ -21,6 +21,7 @@ import csv
 import hashlib
 import logging
 import math
+import shutil
 import signal
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -33,7 +34,7 @@ import torch.nn as nn
 
 from .atomic import atomic_output
 from .guard import CollapseGuard, GuardConfig
-from .models import lsgan_loss
+from .models import feature_matching_loss, lsgan_loss
 
 log = logging.getLogger("loop")
 
@@ -136,6 +137,21 @@ def augmenter(s: GANSettings, image_channels) -> Callable | None:
     from .augment import augment_pair
 
     return lambda real, fake, rng: augment_pair(real, fake, policy, p, image_channels, generator=rng)
+
+
+def generator_adversarial(d, real_in, fake_in, lambda_feat: float, aug=None, rng=None):
+    """G's adversarial and feature-matching terms against a frozen D (fp32). The stacks are
+    augmented once here, so the D step that follows sees the same pair. Returns
+    (real_in, fake_in, loss_gan, loss_fm), the stacks as augmented."""
+    if aug is not None:
+        real_in, fake_in = aug(real_in, fake_in, rng)
+    pred_fake = d(fake_in)
+    with torch.no_grad():
+        pred_real = d(real_in)
+    loss_gan = lsgan_loss(pred_fake, True)
+    loss_fm = (feature_matching_loss(pred_fake, pred_real) * lambda_feat if lambda_feat
+               else torch.zeros((), device=fake_in.device))
+    return real_in, fake_in, loss_gan, loss_fm
 
 
 def discriminator_step(d, opt_d, real_in, fake_in, r1_gamma: float = 0.0) -> dict:
@@ -356,6 +372,25 @@ def plot_losses(csv_path, png_path) -> None:
     with atomic_output(png_path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
+
+
+def write_final(ckpts: Checkpoints, model_path: Path, keys: tuple, log_name: str, samples_name: str,
+                stopped: str = "") -> None:
+    """The model file from best.pt (else the last checkpoint) with the checkpoint's `keys`, the
+    step it was taken at and the last step; beside it the loss CSV and curves and the samples."""
+    out_dir = model_path.parent
+    last = ckpts.latest()
+    best = ckpts.best() or last
+    final = {k: best[k] for k in keys}
+    final.update(state_dict=best["G"], step=best["step"], last_step=last["step"], stopped=stopped,
+                 best=best.get("guard", {}).get("best_metric"))
+    save_torch(model_path, final)
+    csv_path = out_dir / log_name
+    shutil.copyfile(ckpts.folder / log_name, csv_path)
+    plot_losses(csv_path, csv_path.with_suffix(".png"))
+    shutil.copyfile(ckpts.folder / samples_name, out_dir / samples_name)
+    log.info("wrote %s: step %d of %d (best held-out)%s", model_path, best["step"], last["step"],
+             f"; training stopped early: {stopped}" if stopped else "")
 
 
 # --- the state a loop carries -----------------------------------------------------------------

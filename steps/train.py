@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -41,10 +40,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .generator import generate_sequence, resize_frame, to_tensor
 from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter, autocast,
-                   data_fingerprint, discriminator_step, learning_rate, pick_device, plot_losses, save_torch,
-                   step_generator, perceptual_metric, vgg_loss, write_png)
+                   data_fingerprint, discriminator_step, generator_adversarial, learning_rate, perceptual_metric,
+                   pick_device, step_generator, vgg_loss, write_final, write_png)
 from .models import (IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
-                     count_params, d_input, feature_matching_loss, init_weights, lsgan_loss)
+                     count_params, d_input, init_weights)
 
 log = logging.getLogger("train")
 
@@ -213,14 +212,8 @@ def train_step(pair_run, d_run, run: Run, vgg, cfg: TrainConfig, batch, amp, aug
         fake_t, fake_t1 = pair_run(y_t, y_t1)
     fake_in = d_input(y_t, y_t1, fake_t, fake_t1, temporal).float()
     real_in = d_input(y_t, y_t1, x_t, x_t1, temporal)
-    if aug is not None:  # one draw per step: G's terms and D's step see the same augmented pair
-        real_in, fake_in = aug(real_in, fake_in, rng)
-    pred_fake = d_run(fake_in)
-    with torch.no_grad():
-        pred_real = d_run(real_in)
+    real_in, fake_in, loss_gan, loss_fm = generator_adversarial(d_run, real_in, fake_in, cfg.lambda_feat, aug, rng)
     zero = torch.zeros((), device=x_t.device)
-    loss_gan = lsgan_loss(pred_fake, True)
-    loss_fm = feature_matching_loss(pred_fake, pred_real) * cfg.lambda_feat if cfg.lambda_feat else zero
     pair_w = 1.0 if cfg.vgg_pair == "sum" else 0.5  # the official code sums the per-frame VGG terms
     if vgg is not None:
         with amp:
@@ -405,7 +398,8 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
             break
     done = stopped or step_of(ckpts) >= phases[-1].end
     if done and is_main:
-        write_outputs(ckpts, out_dir, stopped)
+        write_final(ckpts, out_dir / "generator.pt", ("model", "height", "width", "labels", "held_out_from", "train"),
+                    "loss.csv", "samples.png", stopped)
     if world > 1:
         dist.barrier()
     return {"step": run.step if run else step, "done": bool(done), "metrics": metrics, "stopped": stopped,
@@ -453,21 +447,6 @@ def _validate(run: Run, g, data, tail, temporal, device, cfg, perceptual, world)
     if world > 1:
         dist.barrier()  # best.pt is on disk before any rank goes back to it
     return metrics, verdict
-
-
-def write_outputs(ckpts: Checkpoints, out_dir: Path, stopped: str = "") -> None:
-    """generator.pt from best.pt (else the last checkpoint), loss.csv/png, samples.png."""
-    last = ckpts.latest()
-    best = ckpts.best() or last
-    final = {k: best[k] for k in ("model", "height", "width", "labels", "held_out_from", "train")}
-    final.update(state_dict=best["G"], step=best["step"], last_step=last["step"], stopped=stopped,
-                 best=best.get("guard", {}).get("best_metric"))
-    save_torch(out_dir / "generator.pt", final)
-    shutil.copyfile(ckpts.folder / "loss.csv", out_dir / "loss.csv")
-    plot_losses(out_dir / "loss.csv", out_dir / "loss.png")
-    shutil.copyfile(ckpts.folder / "samples.png", out_dir / "samples.png")
-    log.info("wrote %s: step %d of %d (best held-out)%s", out_dir / "generator.pt", best["step"], last["step"],
-             f"; training stopped early: {stopped}" if stopped else "")
 
 
 def main(argv=None):
