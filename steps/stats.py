@@ -169,6 +169,13 @@ def plot_stats(table: pd.DataFrame, st: SubjectStats, path) -> None:
     a2.set_xlabel("time (s)")
     a2.set_ylabel("pixels")
     a2.legend(fontsize=8, loc="best")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """Write a matplotlib figure whole or not at all, and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         with atomic_output(path) as tmp:
@@ -195,12 +202,7 @@ def plot_coverage(table: pd.DataFrame, st: SubjectStats, path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("time (s)")
     ax.set_title(f"{st.subject}: parts detected over time (light: short gap filled by smoothing)")
-    fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
