@@ -251,7 +251,7 @@ def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir,
                 verdict = run.validated(metrics)
             bar.update(1)
             bar.set_postfix(D=f"{row['loss_D']:.3f}", G=f"{row['loss_G_gan']:.3f}", l1=f"{row['l1']:.3f}", refresh=False)
-            run.end_step(row, stop_at, Stop.signum)
+            run.end_step([{"step": run.step, **row}], stop_at, Stop.signum)
             if verdict == "stop":
                 run.stop(run.message)
             if verdict == "rewind":

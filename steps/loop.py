@@ -21,6 +21,7 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import shutil
 import signal
 from collections.abc import Callable
@@ -111,6 +112,45 @@ def adam(params, lr: float, s: GANSettings, device: torch.device) -> torch.optim
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
+
+
+def compile_mode(setting) -> str | None:
+    """train.compile as torch.compile's mode: None (off), default, reduce-overhead, max-autotune."""
+    if setting is False or setting in (None, "off"):
+        return None
+    return "default" if setting is True else str(setting)
+
+
+def compile_models(models, mode: str, cache_dir, device: torch.device) -> str:
+    """torch.compile each model in place for static shapes, with Inductor's on-disk caches
+    (FX graphs, AOTAutograd, autotuning) in `cache_dir`, so a rerun compiles from the cache.
+    Returns a line for the log that says what was done."""
+    cache = Path(cache_dir).resolve()
+    warm = cache.is_dir() and any(cache.iterdir())
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # Inductor reads it at each cache access
+    for m in models:
+        m.compile(mode=mode, dynamic=False)  # sizes are fixed per phase
+    graphs = ("with CUDA graphs" if device.type == "cuda" else "CUDA graphs skipped on CPU") if mode == "reduce-overhead" else ""
+    return (f"torch.compile mode {mode}{f' ({graphs})' if graphs else ''}; on-disk cache {cache} "
+            f"({'warm: compiled graphs from an earlier run are reused' if warm else 'cold: the first steps compile'})")
+
+
+def compile_report(seconds: float) -> str:
+    """After the first compiled step: how long it took and what came from the cache."""
+    from torch._dynamo.utils import counters
+
+    ind, aot = counters["inductor"], counters["aot_autograd"]
+    return (f"first compiled step took {seconds:.1f} s; Inductor FX graph cache {ind['fxgraph_cache_hit']} hits, "
+            f"{ind['fxgraph_cache_miss']} misses; AOTAutograd cache {aot['autograd_cache_hit']} hits, "
+            f"{aot['autograd_cache_miss']} misses")
+
+
+def mark_step(mode: str | None) -> None:
+    """CUDA graph trees need to know where a step begins, so the outputs of the last one may be
+    overwritten."""
+    if mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def vgg_loss(s: GANSettings, device, memory_format=torch.contiguous_format):
@@ -457,14 +497,19 @@ class Run:
         set_lr(self.opt_g, lr_G)
         set_lr(self.opt_d, lr_D)
 
-    def end_step(self, row: dict, stop_at: int, signum: int = 0) -> None:
-        """After each step: the CSV row, a checkpoint when due (every checkpoint_every steps, at
-        stop_at, on a preemption signal), and the exit with 128+signal after a signal."""
-        self.guard.observe_loss_d(row["loss_D"])
-        if self.is_main:
-            self.loss_log.write({"step": self.step, **row})
+    def checkpoint_due(self, stop_at: int) -> bool:
         every = self.s.checkpoint_every
-        if self.is_main and ((every and self.step % every == 0) or self.step == stop_at or signum):
+        return bool(every and self.step % every == 0) or self.step == stop_at
+
+    def end_step(self, rows: list[dict], stop_at: int, signum: int = 0) -> None:
+        """After the steps whose losses were just read back (`rows`, each with its "step"; the
+        last is the current step): the CSV rows, a checkpoint when due (every checkpoint_every
+        steps, at stop_at, on a preemption signal), and the exit with 128+signal after a signal."""
+        for row in rows:
+            self.guard.observe_loss_d(row["loss_D"])
+            if self.is_main:
+                self.loss_log.write(row)
+        if self.is_main and (self.checkpoint_due(stop_at) or signum):
             p = self.ckpts.save(self.snapshot())
             if signum or self.step == stop_at:
                 log.info("checkpoint %s", p)

@@ -40,9 +40,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .generator import generate_sequence, resize_frame, to_tensor
 from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter, autocast,
-                   data_fingerprint, discriminator_step, generator_adversarial, learning_rate, perceptual_metric,
-                   pick_device, step_generator, vgg_loss, write_final, write_png)
-from .models import (IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
+                   compile_mode, compile_models, compile_report, data_fingerprint, discriminator_step,
+                   generator_adversarial, learning_rate, mark_step, perceptual_metric, pick_device, step_generator,
+                   vgg_loss, write_final, write_png)
+from .models import (IMG_CH, IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
                      count_params, d_input, init_weights)
 
 log = logging.getLogger("train")
@@ -63,8 +64,11 @@ class TrainConfig(GANSettings):
     val_fraction: float
     val_max_frames: int | None
     workers: int
+    data_on_device: bool | str
+    sync_every: int
     channels_last: bool
-    compile: bool
+    compile: bool | str
+    compile_cache: str
 
     @classmethod
     def from_dict(cls, d: dict | None = None) -> "TrainConfig":
@@ -160,10 +164,64 @@ class StepSampler(Sampler):
     def __len__(self):
         return (self.stop - self.start) * self.batch
 
+    def indices(self, step: int) -> list[int]:
+        idx = np.random.default_rng([self.seed, step]).integers(0, self.n_pairs, self.batch * self.world)
+        return idx[self.rank * self.batch:(self.rank + 1) * self.batch].tolist()
+
     def __iter__(self):
         for s in range(self.start, self.stop):
-            idx = np.random.default_rng([self.seed, s]).integers(0, self.n_pairs, self.batch * self.world)
-            yield from idx[self.rank * self.batch:(self.rank + 1) * self.batch].tolist()
+            yield from self.indices(s)
+
+
+class DeviceData:
+    """The training frames and their label maps as uint8 tensors on the device (train.data_on_device):
+    a step's batch is an index and a conversion there, with no loader and no host copy. The same
+    values as FrameData's."""
+
+    def __init__(self, data: FrameData, n_frames: int, device, memory_format):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:  # cv2's drawing and resizing release the GIL
+            labels = np.stack(list(pool.map(data.label, range(n_frames))))
+            frames = np.stack(list(pool.map(data.frame, range(n_frames))))
+        self.labels, self.frames = (torch.from_numpy(a).to(device) for a in (labels, frames))
+        self.mem = memory_format
+
+    @property
+    def nbytes(self) -> int:
+        return self.labels.nbytes + self.frames.nbytes
+
+    def _floats(self, store: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        # as generator.to_tensor: uint8 -> [-1, 1]
+        return store[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous(memory_format=self.mem)
+
+    def batch(self, indices: list[int]) -> list[torch.Tensor]:
+        """(y_t, y_t1, x_t, x_t1) of the pairs (i, i + 1)."""
+        i = torch.tensor(indices, device=self.labels.device)
+        return [self._floats(self.labels, i), self._floats(self.labels, i + 1),
+                self._floats(self.frames, i), self._floats(self.frames, i + 1)]
+
+
+def data_fits_device(n_frames: int, height: int, width: int, channels: int, device, setting) -> bool:
+    """train.data_on_device: true, false, or auto (CUDA, and under a quarter of the free memory)."""
+    if setting != "auto":
+        return bool(setting)
+    if device.type != "cuda":
+        return False
+    return n_frames * height * width * channels < torch.cuda.mem_get_info(device)[0] / 4
+
+
+def batches(data: FrameData, device_data: DeviceData | None, sampler: StepSampler, cfg: TrainConfig, device, mem):
+    """The batches of sampler's steps, on the device."""
+    if device_data is not None:
+        for s in range(sampler.start, sampler.stop):
+            yield device_data.batch(sampler.indices(s))
+        return
+    loader = DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                        sampler=sampler, worker_init_fn=_worker_init if cfg.workers else None,
+                        prefetch_factor=4 if cfg.workers else None)
+    for batch in loader:
+        yield [t.to(device, non_blocking=True).contiguous(memory_format=mem) for t in batch]
 
 
 def _worker_init(_):
@@ -328,6 +386,8 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
             log.info("resuming from %s (step %d of %d)", ckpts.steps()[-1], step, phases[-1].end)
         out_dir.mkdir(parents=True, exist_ok=True)
     Stop.install()
+    mode = compile_mode(cfg.compile)
+    first_compiled = bool(mode)
     calls_left = max_steps if max_steps is not None else phases[-1].end
     run, stopped, metrics = None, "", {}
     for pi, ph in enumerate(phases):
@@ -344,44 +404,61 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
         if is_main:
             log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d", ph.kind,
                      count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, step, ph.end)
-        if cfg.compile:
-            g.compile(dynamic=False)  # static shapes: sizes are fixed per phase
-            d.compile(dynamic=False)
+        if mode:
+            log.info("%s", compile_models([g, d], mode, cfg.compile_cache, device))
         pair_run, d_run = PairGenerator(g, mcfg.temporal), d
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
             pair_run = nn.parallel.DistributedDataParallel(pair_run, device_ids=ids)
             d_run = nn.parallel.DistributedDataParallel(d, device_ids=ids)
         data = FrameData(frames_path, pose, ph.height, ph.width, render)
+        device_data = None
+        if data_fits_device(n_train, ph.height, ph.width, data.label(0).shape[-1] + IMG_CH, device, cfg.data_on_device):
+            device_data = DeviceData(data, n_train, device, mem)
+            log.info("data: %d frames and label maps on %s as uint8 (%.2f GiB)", n_train, device, device_data.nbytes / 2**30)
+        else:
+            log.info("data: rendered by %d loader workers", cfg.workers)
         stop_at = min(ph.end, run.step + calls_left)
         bar = tqdm(total=ph.end - ph.start, initial=run.step - ph.start, desc=f"{ph.kind} {ph.width}x{ph.height}",
                    disable=not (is_main and progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
         t0 = time.perf_counter()
         try:
             while run.step < stop_at:  # a rewind of the collapse guard restarts the data stream
-                loader = DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                                    sampler=StepSampler(n_train - 1, cfg.batch_size, cfg.seed, run.step, stop_at, rank, world),
-                                    worker_init_fn=_worker_init if cfg.workers else None,
-                                    prefetch_factor=4 if cfg.workers else None)
-                for batch in loader:
+                sampler = StepSampler(n_train - 1, cfg.batch_size, cfg.seed, run.step, stop_at, rank, world)
+                pending = []  # (step, losses on the device, lr_G, lr_D) not yet read back
+                for batch in batches(data, device_data, sampler, cfg, device, mem):
                     lr_G, lr_D = (run.lr_scale * learning_rate(lr, run.step, ph.start, ph.end, cfg.decay_from)
                                   for lr in (cfg.lr_G, cfg.lr_D))
                     run.set_lr(lr_G, lr_D)
-                    batch = [t.to(device, non_blocking=True).contiguous(memory_format=mem) for t in batch]
+                    mark_step(mode)
                     losses = train_step(pair_run, d_run, run, vgg, cfg, batch, amp, aug,
                                         step_generator(cfg.seed, run.step, device) if aug else None)
                     run.step += 1
                     calls_left -= 1
-                    row, signum = _reduce(losses, world)
-                    row.update(phase=ph.kind, lr_G=lr_G, lr_D=lr_D, time_s=round(time.perf_counter() - t0, 3))
-                    verdict = ""
-                    if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == ph.end:
-                        metrics, verdict = _validate(run, g, data, tail, mcfg.temporal, device, cfg, perceptual, world)
-                        row.update(val_l1=metrics["l1"], val_ssim=metrics["ssim"], val_stlpips=metrics["stlpips"])
+                    pending.append((run.step, losses, lr_G, lr_D))
                     bar.update(1)
-                    bar.set_postfix(D=f"{row['loss_D']:.3f}", G=f"{row['loss_G_gan']:.3f}", l1=f"{row['l1']:.3f}",
+                    if mode and first_compiled:
+                        log.info("%s", compile_report(time.perf_counter() - t0))
+                        first_compiled = False
+                    val_due = (cfg.val_every and run.step % cfg.val_every == 0) or run.step == ph.end
+                    # read the losses back only every sync_every steps (and where the host needs them);
+                    # the signal is checked per step by one process, at those points by DDP ranks together
+                    if not (val_due or run.checkpoint_due(stop_at) or run.step % cfg.sync_every == 0
+                            or (world == 1 and Stop.signum)):
+                        continue
+                    rows, signum = _read_back(pending, world)
+                    elapsed = round(time.perf_counter() - t0, 3)
+                    for row in rows:
+                        row.update(phase=ph.kind, time_s=elapsed)
+                    pending = []
+                    verdict = ""
+                    if val_due:
+                        metrics, verdict = _validate(run, g, data, tail, mcfg.temporal, device, cfg, perceptual, world)
+                        rows[-1].update(val_l1=metrics["l1"], val_ssim=metrics["ssim"], val_stlpips=metrics["stlpips"])
+                    last = rows[-1]
+                    bar.set_postfix(D=f"{last['loss_D']:.3f}", G=f"{last['loss_G_gan']:.3f}", l1=f"{last['l1']:.3f}",
                                     refresh=False)
-                    run.end_step(row, stop_at, signum)
+                    run.end_step(rows, stop_at, signum)
                     if verdict == "stop":
                         run.stop(run.message)
                     if verdict == "rewind":
@@ -418,16 +495,20 @@ def _d_image_channels(cfg: TrainConfig, iuv: bool):
     return d_image_channels(LABEL_CH + (IUV_CH if iuv else 0), cfg.model["temporal"])
 
 
-def _reduce(losses: dict, world: int) -> tuple[dict, int]:
-    """The step's losses as floats (one host sync), averaged over DDP ranks with any preemption
-    signal seen by a rank."""
-    vec = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).cpu().double()
-    vec = torch.cat([vec, torch.tensor([float(Stop.signum)], dtype=torch.float64)])
+def _read_back(pending: list, world: int) -> tuple[list[dict], int]:
+    """The loss rows of the pending steps (one host sync for all), averaged over DDP ranks, with
+    any preemption signal seen by a rank."""
+    names = list(pending[0][1])
+    vec = torch.stack([v.detach().float().reshape(()) for _, losses, _, _ in pending for v in losses.values()])
+    vec = torch.cat([vec.double(), torch.tensor([float(Stop.signum)], dtype=torch.float64, device=vec.device)])
     if world > 1:
         dist.all_reduce(vec)
         vec[:-1] /= world
+    vec = vec.cpu()
     signum = (Stop.signum or int(signal.SIGTERM)) if vec[-1].item() > 0 else 0
-    return dict(zip(losses, vec[:-1].tolist())), signum
+    values = vec[:-1].view(len(pending), len(names)).tolist()
+    return [{"step": step, "lr_G": lr_G, "lr_D": lr_D, **dict(zip(names, v))}
+            for (step, _, lr_G, lr_D), v in zip(pending, values)], signum
 
 
 def _validate(run: Run, g, data, tail, temporal, device, cfg, perceptual, world) -> tuple[dict, str]:
