@@ -138,8 +138,8 @@ def main(argv=None):
         if a.face:
             face_g, fmeta = load_face(tmp / "face.pt", dev)
             b = fmeta["boxes"]
-            face = FaceRefiner(face_g, face_boxes(pose, h, w, fmeta["size"], b["smooth_window"], b["min_confidence"]).boxes,
-                               a.bf16)
+            boxes = face_boxes(pose, h, w, fmeta["size"], b["smooth_window"], b["min_confidence"])
+            face = FaceRefiner(face_g, boxes.boxes, a.bf16)
         for _ in generate_sequence(g, [render(pose, 0)] * 2, dev, bf16=a.bf16, face=face):  # warm-up (cuDNN, allocator)
             pass
 

@@ -103,6 +103,9 @@ def test_precision_is_read_from_the_file():
 def test_cuda_pipeline_is_close_to_the_cpu_one(bf16):
     g, labels, face_g = generator(True, LABEL_CH), label_maps(LABEL_CH), face_generator()
     cpu = list(generate_sequence(g, labels, "cpu", face=FaceRefiner(face_g, face_boxes())))
-    gpu = list(generate_sequence(g.cuda(), labels, "cuda", bf16=bf16, face=FaceRefiner(face_g.cuda(), face_boxes(), bf16)))
+    face = FaceRefiner(face_g.cuda(), face_boxes(), bf16)
+    gpu = list(generate_sequence(g.cuda(), labels, "cuda", bf16=bf16, face=face))
+    # TF32 / bf16 convolutions move pixels by a few levels; a misplaced face, a wrong layout or a
+    # pinned buffer reused too early moves them by tens
     diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(cpu, gpu)]
-    assert max(diff) < (4 if bf16 else 1), diff
+    assert len(gpu) == N and max(diff) < (8 if bf16 else 3), diff
