@@ -4,7 +4,8 @@ The held-out validation tail is the last `train.val_fraction` of the target's fr
 train_generator never trains on (the split is read from generator.pt). Each model regenerates
 those frames from the target's own smoothed poses, the way transfer runs: label maps at the
 generator's size, the generator run recurrently from the tail's first frame, then (for the face
-row) the face GAN's residual in the face box. Real frames are resized to the generator's size.
+row) the face GAN's residual in the face box, each under bf16 autocast on CUDA when it was trained
+with it. Real frames are resized to the generator's size.
 
 Rows (one per model; the ablation rows exist when configured):
 - `no temporal smoothing`: a generator trained with `train.temporal: false` (evaluate.ablation);
@@ -51,8 +52,8 @@ import pandas as pd
 import torch
 
 from .faceboxes import face_boxes
-from .generator import (apply_face, generate_sequence, label_renderer, load_face, load_generator, pick_device,
-                        read_meta, resize_frame)
+from .generator import (FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device,
+                        read_meta, resize_frame, trained_bf16)
 from .metrics import Perceptual, psnr, ssim, temporal_change
 from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
@@ -119,17 +120,18 @@ def pose_distances(inp: dict[str, np.ndarray], det: dict[str, np.ndarray], min_c
 # --- evaluation -------------------------------------------------------------------------------
 
 def reconstruct(generator_path, pose: PoseArrays, frames_idx: np.ndarray, face_path=None, boxes=None,
-                device="cpu", iuv=None) -> list[np.ndarray]:
+                device="cpu", iuv=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Generate frames `frames_idx` (consecutive) from their poses, recurrently from the first
-    (iuv: the target's IUV store, for a generator trained with labels.iuv concat)."""
+    (iuv: the target's IUV store, for a generator trained with labels.iuv concat), in the
+    precision each model was trained in, as transfer does."""
     g, meta = load_generator(generator_path, device)
     render = label_renderer(meta, iuv)
     labels = [render(pose, int(i)) for i in frames_idx]
-    out = list(generate_sequence(g, labels, device=device))
+    face = None
     if face_path:
-        face_g, _ = load_face(face_path, device)
-        out = [apply_face(face_g, f, lab, boxes.boxes[int(i)]) for f, lab, i in zip(out, labels, frames_idx)]
-    return out, labels
+        face_g, fmeta = load_face(face_path, device)
+        face = FaceRefiner(face_g, boxes.boxes[frames_idx], trained_bf16(fmeta))
+    return list(generate_sequence(g, labels, device=device, bf16=trained_bf16(meta), face=face)), labels
 
 
 def image_metrics(gen: list[np.ndarray], real: list[np.ndarray], boxes, idx, perceptual: Perceptual) -> dict:

@@ -264,7 +264,7 @@ def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir,
         run.loss_log.close()
     done = bool(stopped) or run.step >= cfg.steps
     if done:
-        write_final(ckpts, out_dir / "face.pt", ("model", "size", "boxes", "height", "width", "generator_sha1"),
+        write_final(ckpts, out_dir / "face.pt", ("model", "size", "boxes", "height", "width", "generator_sha1", "train"),
                     "face_loss.csv", "face_samples.png", stopped)
     return {"step": run.step, "done": done, "metrics": metrics, "best_step": run.guard.best_step, "stopped": stopped,
             "val_l1": metrics.get("l1", float("nan")), "face_generator": g_f}

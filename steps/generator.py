@@ -4,15 +4,22 @@ Like nanoGPT's sample.py, a model is rebuilt from the model config stored in its
 imports only steps.models, never a trainer. generator.pt holds "model" (ModelConfig as a dict),
 "state_dict", "height"/"width" (the size label maps must have), "labels" (the labels section it
 was trained with), "held_out_from" (the first frame of the held-out tail), "step" and "best"
-(the held-out metrics that chose it). face.pt holds "model" (FaceModelConfig), "state_dict",
-"size", "boxes" (the face box settings), "height"/"width", "step", "generator_sha1".
+(the held-out metrics that chose it), "train" (the train section it was trained with). face.pt
+holds "model" (FaceModelConfig), "state_dict", "size", "boxes" (the face box settings),
+"height"/"width", "step", "generator_sha1", "train" (the face section; older files lack it).
+
+Precision: transfer and evaluate run each model under bf16 autocast on CUDA when it was trained
+under it (`trained_bf16`: the file's train.bf16; fp32 for files without it), so it sees the
+numerics it learned with; on the CPU inference is always fp32.
 
 `read_meta` reads those fields without the weights (the file is memory-mapped, so a 730 MB
 paper-size generator costs a few kB to read).
 """
 from __future__ import annotations
 
+from collections import deque
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import cv2
@@ -25,17 +32,33 @@ from .models import IMG_CH, LABEL_CH, FaceGenerator, FaceModelConfig, ModelConfi
 
 # --- tensors and images -----------------------------------------------------------------------
 
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, C) -> float32 (C, H, W) in [-1, 1]."""
+def host_tensor(img: np.ndarray) -> torch.Tensor:
+    """A numpy image as a CPU tensor (a contiguous copy where torch could not share it)."""
     img = np.ascontiguousarray(img)
     if not img.flags.writeable:  # a memory-mapped store: torch warns about read-only arrays
         img = img.copy()
-    return torch.from_numpy(img).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(img)
+
+
+def hwc_to_float(t: torch.Tensor) -> torch.Tensor:
+    """uint8 (H, W, C) -> float32 (C, H, W) in [-1, 1], on t's device. The result keeps the
+    (H, W, C) memory order, so host and device conversions feed the networks the same layout."""
+    return t.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def float_to_hwc(t: torch.Tensor) -> torch.Tensor:
+    """float (3, H, W) in [-1, 1] -> uint8 (H, W, 3), on t's device."""
+    return ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, C) -> float32 (C, H, W) in [-1, 1]."""
+    return hwc_to_float(host_tensor(img))
 
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:
     """float (3, H, W) in [-1, 1] -> uint8 (H, W, 3)."""
-    return ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return float_to_hwc(t).cpu().numpy()
 
 
 def resize_frame(img: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -82,6 +105,12 @@ def load_face(path, device="cpu") -> tuple[FaceGenerator, dict]:
     return g.to(device), {k: v for k, v in ck.items() if k != "state_dict"} | {"path": str(path)}
 
 
+def trained_bf16(meta: dict) -> bool:
+    """Whether a model file says it was trained under bf16 autocast (train.bf16); False for
+    files written before the train section was kept."""
+    return bool((meta.get("train") or {}).get("bf16", False))
+
+
 def uses_iuv(meta: dict) -> bool:
     """Whether a generator was trained with labels.iuv concat: its input channels decide."""
     return meta["model"].get("label_ch", LABEL_CH) > LABEL_CH
@@ -104,27 +133,97 @@ def label_renderer(meta: dict, iuv=None):
 
 # --- running them -----------------------------------------------------------------------------
 
+@dataclass
+class FaceRefiner:
+    """G_f and the face box (x0, y0, x1, y1) of each frame of a sequence, applied on the device to
+    each generated frame before it is downloaded (generate_sequence's `face`)."""
+
+    g: FaceGenerator
+    boxes: np.ndarray  # (N, 4): row k is the box of the sequence's k-th frame
+    bf16: bool = False
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked for; fp32 otherwise (CPU autocast would change results)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext()
+
+
+def upload(lab: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A uint8 label map on the device, still uint8 (a quarter of float's bytes to copy). On CUDA
+    it goes through pinned memory with a non-blocking copy, so the host does not wait for it."""
+    t = host_tensor(lab)
+    if device.type != "cuda":
+        return t.to(device)
+    pinned = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    pinned.copy_(t)
+    return pinned.to(device, non_blocking=True)
+
+
+def refine_face(face: FaceRefiner, frame: torch.Tensor, label: torch.Tensor, k: int) -> torch.Tensor:
+    """apply_face on the device: uint8 frame (H, W, 3) and label (H, W, C) tensors -> a new frame."""
+    x0, y0, x1, y1 = (int(v) for v in face.boxes[k])
+    y = hwc_to_float(label[y0:y1, x0:x1, :LABEL_CH].contiguous())[None]  # the skeleton (no IUV channels)
+    g = hwc_to_float(frame[y0:y1, x0:x1].contiguous())[None]
+    with autocast(frame.device, face.bf16):
+        refined = face.g.refine(y, g)
+    out = frame.clone()
+    out[y0:y1, x0:x1] = float_to_hwc(refined[0])
+    return out
+
+
+class _Download:
+    """A device frame on its way to the host: on CUDA a non-blocking copy into pinned memory and
+    an event to wait on; on the CPU the frame itself."""
+
+    def __init__(self, frame: torch.Tensor):
+        if frame.device.type != "cuda":
+            self.host, self.done = frame, None
+            return
+        self.host = torch.empty(frame.shape, dtype=frame.dtype, pin_memory=True)  # a fresh buffer: the caller keeps it
+        self.host.copy_(frame, non_blocking=True)
+        self.done = torch.cuda.Event()
+        self.done.record()
+
+    def wait(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host.numpy()
+
+
 @torch.no_grad()
 def generate_sequence(model: nn.Module, label_maps: Iterable[np.ndarray], device=None,
-                      temporal: bool | None = None, bf16: bool = False) -> Iterator[np.ndarray]:
+                      temporal: bool | None = None, bf16: bool = False, face: FaceRefiner | None = None,
+                      lag: int = 2) -> Iterator[np.ndarray]:
     """Recurrent inference: label maps uint8 (H, W, C) in, frames uint8 (H, W, 3) out. With the
     temporal model each frame is conditioned on the previous output (zeros before the first).
-    H and W must be the model's training size (meta height/width)."""
+    H and W must be the model's training size (meta height/width). With `face`, G_f refines each
+    frame's face box (the same frames as apply_face on each output).
+
+    Everything between the uint8 label upload and the uint8 frame download stays on the device.
+    Frame i is handed out only once frame i + lag has been queued, so on CUDA the GPU works on
+    later frames while the caller encodes this one; the label maps are read up to `lag` ahead."""
     device = torch.device(device) if device else next(model.parameters()).device
     temporal = getattr(model, "temporal", True) if temporal is None else temporal
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext()
     m = getattr(model, "multiple", 1)
     prev = None
-    for lab in label_maps:
-        y = to_tensor(lab)[None].to(device)
-        if y.shape[2] % m or y.shape[3] % m:
-            raise ValueError(f"label map {y.shape[3]}x{y.shape[2]} is not a multiple of {m}")
+    pending: deque[_Download] = deque()
+    for k, lab in enumerate(label_maps):
+        lab = upload(lab, device)
+        if lab.shape[0] % m or lab.shape[1] % m:
+            raise ValueError(f"label map {lab.shape[1]}x{lab.shape[0]} is not a multiple of {m}")
+        y = hwc_to_float(lab)[None]
         if temporal:
             y = torch.cat([y, prev if prev is not None else torch.zeros_like(y[:, :IMG_CH])], 1)
-        with amp:
-            out = model(y).float()
-        prev = out
-        yield to_uint8(out[0])
+        with autocast(device, bf16):
+            prev = model(y).float()
+        frame = float_to_hwc(prev[0])
+        if face is not None:
+            frame = refine_face(face, frame, lab, k)
+        pending.append(_Download(frame))
+        if len(pending) > lag:
+            yield pending.popleft().wait()
+    while pending:
+        yield pending.popleft().wait()
 
 
 @torch.no_grad()

@@ -4,7 +4,13 @@ normalized source poses -> label maps (at the generator's training size) -> the 
 recurrently (each frame conditioned on the previous output) -> the face GAN's residual in the
 face box -> `results/transfer/{source}__{target}.mp4`: H.264 yuv420p at the source's frame rate
 (the pipeline's `frames.fps`), with the source's audio when its video has a track (the stretch
-that decode_frames kept, from the manifest's start).
+that decode_frames kept, from the manifest's start). Each model runs in the precision it was
+trained in (bf16 autocast on CUDA when its train.bf16 says so).
+
+Streaming: two threads render label maps ahead of the generator; the generator and the face GAN
+run on the device (steps.generator.generate_sequence) with frames downloaded a few frames behind;
+one thread encodes the transfer video and one composes, saves and encodes the side-by-side. An
+error in any of them stops the others and leaves no video behind.
 
 Beside it: a side-by-side video (source frame | label map | result) for people to compare, a
 folder of PNG stills of the side-by-side, and a per-frame CSV.
@@ -28,12 +34,12 @@ import argparse
 import json
 import logging
 import os
-import queue
 import subprocess
 import sys
 import tempfile
-import threading
+from collections import deque
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -41,6 +47,7 @@ import pandas as pd
 import torch
 
 from .atomic import atomic_output
+from .background import Sink, ordered_map
 from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
 
@@ -109,57 +116,14 @@ def trimmed_audio(video: str, start: float, duration: float, tmpdir: str) -> str
     return out
 
 
-class _BackgroundWriter:
-    """write_video in a thread, fed frame by frame (so two videos are written in one pass).
-    abort() makes the writer fail, so its temporary file is removed and no partial video remains."""
-
-    _ABORT = object()
-
-    def __init__(self, path, fps):
-        from .video import write_video
-
-        self.q: queue.Queue = queue.Queue(maxsize=16)
-        self.error: BaseException | None = None
-
-        def frames():
-            while (f := self.q.get()) is not None:
-                if f is self._ABORT:
-                    raise RuntimeError(f"{path}: aborted")
-                yield f
-
-        def run():
-            try:
-                write_video(path, frames(), fps)
-            except BaseException as e:  # re-raised in the main thread
-                self.error = e
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> None:
-        """Put unless the writer has stopped (then the item is not needed)."""
-        while self.thread.is_alive():
-            try:
-                self.q.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                pass
-
-    def put(self, frame):
-        if self.error:
-            raise self.error
-        self._put(frame)
-        if self.error:
-            raise self.error
-
-    def close(self):
-        self._put(None)
-        self.thread.join()
-        if self.error:
-            raise self.error
-
-    def abort(self):
-        self._put(self._ABORT)
-        self.thread.join()
+def panels(items: Iterable, src, held: np.ndarray, stills: set, stills_dir: Path) -> Iterator[np.ndarray]:
+    """The side-by-side panel of each (frame index, label map, result); those of the `stills`
+    frames also as PNGs."""
+    for i, label, frame in items:
+        panel = side_by_side(None if src is None else src[i], label[..., :LABEL_CH], frame, bool(held[i]))
+        if i in stills:
+            cv2.imwrite(str(stills_dir / f"still_{i:05d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        yield panel
 
 
 def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames_csv, face_path=None,
@@ -169,11 +133,14 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     from tqdm import tqdm
 
     from .faceboxes import face_boxes
-    from .generator import apply_face, generate_sequence, label_renderer, load_face, load_generator, pick_device, uses_iuv
+    from .generator import (FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device,
+                            trained_bf16, uses_iuv)
     from .labels import open_iuv
     from .video import write_video
 
     dev = pick_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size throughout: time cuDNN's convolutions once
     normalized = read_pose(pose_path)
     fps = float(normalized.meta.fps)
     n = normalized.n_frames
@@ -198,11 +165,12 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     elif source_iuv is not None:
         log.info("%s was trained without IUV channels: %s is not used", generator_path, source_iuv)
     render = label_renderer(gcfg, iuv)
-    face_g = boxes = None
+    face = boxes = None
     if face_path:
         face_g, fcfg = load_face(face_path, dev)
         b = fcfg["boxes"]
         boxes = face_boxes(pose, h, w, fcfg["size"], b["smooth_window"], b["min_confidence"])
+        face = FaceRefiner(face_g, boxes.boxes, trained_bf16(fcfg))
     src = np.load(source_frames, mmap_mode="r") if source_frames else None
     if src is not None and len(src) != n:
         raise ValueError(f"{source_frames} has {len(src)} frames, the pose table {pose_path} has {n}")
@@ -210,39 +178,41 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     stills_dir = Path(stills_dir)
     stills_dir.mkdir(parents=True, exist_ok=True)
 
-    labels = [None] * 1  # the label of the frame being generated, shared with the generator's input iterator
+    # Threads keep the generator busy: two render label maps ahead of it, one encodes the
+    # transfer video and one composes and encodes the side-by-side behind it.
+    labels = ordered_map(lambda i: render(pose, i), range(n))
+    fed: deque = deque()  # label maps handed to the generator whose frame has not come out yet
 
-    def label_iter():
-        for i in range(n):
-            labels[0] = render(pose, i)
-            yield labels[0]
+    def feed():
+        for lab in labels:
+            fed.append(lab)
+            yield lab
 
     with tempfile.TemporaryDirectory() as tmp:
         audio = trimmed_audio(audio_video, audio_start, n / fps, tmp) if audio_video else None
-        sbs = _BackgroundWriter(sbs_video, fps)
+        video = Sink(lambda frames: write_video(out_video, frames, fps, audio_from=audio), "encode transfer")
+        sbs = Sink(lambda items: write_video(sbs_video, panels(items, src, held, stills, stills_dir), fps),
+                   "encode side-by-side")
         try:
-            def results():
-                gen = generate_sequence(g, label_iter(), device=dev)
-                for i, frame in enumerate(tqdm(gen, total=n, desc="transfer", disable=not progress,
-                                               mininterval=1.0 if sys.stderr.isatty() else 30.0)):
-                    if face_g is not None:
-                        frame = apply_face(face_g, frame, labels[0], boxes.boxes[i])
-                    panel = side_by_side(None if src is None else src[i], labels[0][..., :LABEL_CH], frame, bool(held[i]))
-                    sbs.put(panel)
-                    if i in stills:
-                        cv2.imwrite(str(stills_dir / f"still_{i:05d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-                    yield frame
-            written = write_video(out_video, results(), fps, audio_from=audio)
+            frames = generate_sequence(g, feed(), dev, bf16=trained_bf16(gcfg), face=face)
+            for i, frame in enumerate(tqdm(frames, total=n, desc="transfer", disable=not progress,
+                                           mininterval=1.0 if sys.stderr.isatty() else 30.0)):
+                video.put(frame)
+                sbs.put((i, fed.popleft(), frame))
+            written = video.close()
+            sbs.close()
         except BaseException:
+            video.abort()
             sbs.abort()
             raise
-        sbs.close()
+        finally:
+            labels.close()
     table = pd.DataFrame({"frame": np.arange(n), "time_s": np.arange(n) / fps, "held": held, "pose_from": pose_from,
                           "face_seen": boxes.seen if boxes is not None else np.zeros(n, bool)})
     with atomic_output(frames_csv) as tmp:
         table.to_csv(tmp, index=False)
     info = {"frames": written, "fps": fps, "width": w, "height": h, "held": int(held.sum()),
-            "audio": audio is not None, "face": face_g is not None}
+            "audio": audio is not None, "face": face is not None}
     log.info("wrote %s and %s: %s", out_video, sbs_video, info)
     return info
 

@@ -3,6 +3,7 @@ the expected rows and columns and finite numbers."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,11 @@ def test_train_throughput():
 
 
 def test_transfer_throughput():
-    rows = table(run("transfer.py", "--size", "64x32", "--frames", "6"))
-    assert [r["path"] for r in rows] == ["generator", "end to end"]
+    out = run("transfer.py", "--size", "64x32", "--frames", "6", "--face")
+    rows = table(out)
+    assert [r["path"] for r in rows] == ["label maps", "generator", "generator + face", "encode transfer",
+                                         "side-by-side", "end to end"]
     assert all(int(r["frames"]) == 6 and float(r["frames/s"]) > 0 for r in rows)
+    assert float(rows[2]["vs generator"]) == 1  # end to end is compared with what it runs: G and G_f
+    summary = re.search(r"end to end / generator \+ face alone: ([0-9.]+)", out)
+    assert summary and abs(float(summary[1]) - float(rows[-1]["vs generator"])) <= 0.01

@@ -147,6 +147,7 @@ def test_face_gan_learns_a_residual(dancer, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     ck = torch.load(tmp_path / "face.pt", weights_only=True)
     assert ck["size"] == 32 and ck["step"] == 40 and ck["height"] == H
+    assert ck["train"]["bf16"] == FaceTrainConfig.from_dict(TINY).bf16  # inference runs in the precision trained in
 
 
 @pytest.mark.slow

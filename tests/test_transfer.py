@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 
 import av
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,23 +144,92 @@ def test_no_audio_when_the_source_has_none_and_no_face_model(models, source, tmp
     assert stream_facts(tmp_path / "sbs.mp4")["width"] == 2 * GEN  # label | result without source frames
 
 
-def test_a_failure_mid_video_leaves_no_video(models, source, tmp_path, monkeypatch):
-    import steps.generator
+def decoded(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_transfer_writes_the_frames_of_the_plain_loop(models, source, tmp_path):
+    """Threads and the device pipeline change no pixel: the stills (PNG, every frame here) and
+    the video are those of rendering, generating and refining one frame after another."""
+    from steps.faceboxes import face_boxes
+    from steps.generator import apply_face, generate_sequence, label_renderer, load_face, load_generator
 
     gen, face = models
-    d, _ = source
-    real = steps.generator.apply_face
-    calls = []
+    d, n = source
+    transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
+             tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.npy", n_stills=n, progress=False)
+    pose, held, _ = hold_missing(read_pose(d / "pose.parquet"))
+    g, meta = load_generator(gen)
+    face_g, fmeta = load_face(face)
+    b = fmeta["boxes"]
+    boxes = face_boxes(pose, GEN, GEN, fmeta["size"], b["smooth_window"], b["min_confidence"]).boxes
+    render = label_renderer(meta)
+    labels = [render(pose, i) for i in range(n)]
+    plain = list(generate_sequence(g, labels))
+    ref = [apply_face(face_g, f, lab, box) for f, lab, box in zip(plain, labels, boxes)]
+    assert any(not np.array_equal(a, b) for a, b in zip(ref, plain))  # the face GAN is in the comparison
+    src = np.load(d / "frames/frames.npy")
+    for i in range(n):
+        still = cv2.cvtColor(cv2.imread(str(tmp_path / f"stills/still_{i:05d}.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(still, side_by_side(src[i], labels[i], ref[i], bool(held[i])))
+    write_video(tmp_path / "ref.mp4", ref, 10)
+    for a, b in zip(decoded(tmp_path / "out.mp4"), decoded(tmp_path / "ref.mp4"), strict=True):
+        np.testing.assert_array_equal(a, b)  # x264 is deterministic: the same frames, the same video
+
+
+def fail_in_renderer(monkeypatch, threads: list):
+    import steps.generator
+
+    real = steps.generator.label_renderer
+
+    def renderer(*a, **k):
+        render = real(*a, **k)
+
+        def failing(pose, i):
+            threads.append(threading.current_thread())
+            if i == 5:
+                raise RuntimeError("boom")
+            return render(pose, i)
+        return failing
+    monkeypatch.setattr(steps.generator, "label_renderer", renderer)
+
+
+def fail_at_call_5(monkeypatch, threads: list, module, name):
+    real = getattr(module, name)
 
     def failing(*a, **k):
-        calls.append(1)
-        if len(calls) == 5:
+        threads.append(threading.current_thread())
+        if len(threads) == 5:
             raise RuntimeError("boom")
         return real(*a, **k)
+    monkeypatch.setattr(module, name, failing)
 
-    monkeypatch.setattr(steps.generator, "apply_face", failing)
+
+def fail_in_face(monkeypatch, threads):
+    import steps.generator
+
+    fail_at_call_5(monkeypatch, threads, steps.generator, "refine_face")
+
+
+def fail_in_side_by_side(monkeypatch, threads):
+    import steps.transfer
+
+    fail_at_call_5(monkeypatch, threads, steps.transfer, "side_by_side")
+
+
+@pytest.mark.parametrize("fault, in_main_thread", [(fail_in_renderer, False), (fail_in_face, True),
+                                                   (fail_in_side_by_side, False)],
+                         ids=["renderer thread", "face GAN", "side-by-side thread"])
+def test_a_failure_mid_video_leaves_no_video(models, source, tmp_path, monkeypatch, fault, in_main_thread):
+    gen, face = models
+    d, _ = source
+    threads: list = []
+    fault(monkeypatch, threads)
     with pytest.raises(RuntimeError, match="boom"):
         transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
                  tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.npy", progress=False)
+    assert (threads[-1] is threading.main_thread()) == in_main_thread
     assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".mp4"]
     assert not (tmp_path / "frames.csv").exists()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("ordered_map", "encode"))]
