@@ -9,8 +9,13 @@ Every variant starts from the same seed and is timed in the same process:
   eager              fp32, contiguous (NCHW), no compile: the baseline (ratio 1.00)
   channels_last      fp32, channels_last
   bf16               bf16 autocast over G and VGG (CUDA only; D stays fp32, as in training)
-  bf16+cl+compile    bf16 + channels_last + torch.compile of G and D (on CPU autocast is off
-                     in the project, so this runs fp32 channels_last + compile)
+  bf16+cl+compile    bf16 + channels_last + torch.compile of G and D (train.compile: default; on
+                     CPU autocast is off in the project, so this runs fp32 channels_last + compile)
+  bf16+cl+graphs     the same with mode reduce-overhead: CUDA graphs replay the step's kernels
+                     (train.compile: reduce-overhead; on CPU the graphs are skipped)
+
+Compiled variants keep Inductor's cache in --compile-cache (as train.compile_cache does), so a
+second run of the benchmark shows the warm-up of a rerun of the rule.
 
 FLOPs are counted once per size and batch with torch.utils.flop_counter.FlopCounterMode around
 one eager step; TFLOP/s = FLOPs / (s/step) and "% peak" against --peak-tflops (default 989:
@@ -35,15 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import apply_set, markdown  # noqa: E402
-from steps.loop import Checkpoints, LossLog, Run, augmenter, autocast, step_generator, vgg_loss  # noqa: E402
+from steps.generator import autocast  # noqa: E402
+from steps.loop import (Checkpoints, LossLog, Run, augmenter, compile_models, mark_step, step_generator,  # noqa: E402
+                        vgg_loss)
 from steps.models import LABEL_CH, IMG_CH, PairGenerator, count_params  # noqa: E402
 from steps.train import Phase, TrainConfig, _d_image_channels, build_phase, train_step  # noqa: E402
 
-VARIANTS = {  # name: (bf16, channels_last, compile)
-    "eager": (False, False, False),
-    "channels_last": (False, True, False),
-    "bf16": (True, False, False),
-    "bf16+cl+compile": (True, True, True),
+VARIANTS = {  # name: (bf16, channels_last, torch.compile mode)
+    "eager": (False, False, None),
+    "channels_last": (False, True, None),
+    "bf16": (True, False, None),
+    "bf16+cl+compile": (True, True, "default"),
+    "bf16+cl+graphs": (True, True, "reduce-overhead"),
 }
 COLUMNS = ["size", "batch", "variant", "s/step", "frames/s", "vs eager", "TFLOP/s", "% peak", "peak GiB", "warm-up s"]
 
@@ -56,17 +64,16 @@ def variants(cuda: bool, only=None) -> list[str]:
 class Bench:
     """G, D, optimizers, Run, VGG and augmentation for one (size, batch, variant), as train() has them."""
 
-    def __init__(self, cfg: TrainConfig, h: int, w: int, batch: int, device, variant: str, tmp: Path):
-        bf16, cl, compile_ = VARIANTS[variant]
+    def __init__(self, cfg: TrainConfig, h: int, w: int, batch: int, device, variant: str, tmp: Path, cache: str):
+        bf16, cl, self.mode = VARIANTS[variant]
         self.cfg, self.device = cfg, device
         mem = torch.channels_last if cl else torch.contiguous_format
         torch._dynamo.reset()  # each variant and size compiles afresh
         mcfg, g, d, opt_g, opt_d, _ = build_phase(cfg, Phase("global", 0, 1, h, w), 0, None, False, device, mem)
         self.run = Run(g, d, opt_g, opt_d, cfg, Checkpoints(tmp, 1), LossLog(tmp / "loss.csv", 0, enabled=False),
                        {}, 0, True)
-        if compile_:
-            g.compile(dynamic=False)
-            d.compile(dynamic=False)
+        if self.mode:
+            print(f"  {compile_models([g, d], self.mode, cache, device)}", file=sys.stderr, flush=True)
         self.pair, self.d = PairGenerator(g, mcfg.temporal), d
         self.vgg = vgg_loss(cfg, device, mem)
         self.aug = augmenter(cfg, _d_image_channels(cfg, False))
@@ -77,6 +84,7 @@ class Bench:
                       for c in shapes]
 
     def step(self):
+        mark_step(self.mode)
         rng = step_generator(self.cfg.seed, self.run.step, self.device) if self.aug else None
         losses = train_step(self.pair, self.d, self.run, self.vgg, self.cfg, self.batch, self.amp, self.aug, rng)
         self.run.step += 1
@@ -120,6 +128,7 @@ def main(argv=None):
                     help="a train.* setting (default: the schema's, i.e. the paper's networks)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak for the %% column (H100 bf16 dense: 989)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--compile-cache", default="results/.compile_cache", help="Inductor's on-disk cache")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -150,7 +159,7 @@ def main(argv=None):
                     if cuda:
                         torch.cuda.empty_cache()
                         torch.cuda.reset_peak_memory_stats()
-                    b = Bench(cfg, h, w, batch, device, name, Path(tmp))
+                    b = Bench(cfg, h, w, batch, device, name, Path(tmp), a.compile_cache)
                     if flops is None:
                         flops = count_flops(b)  # the eager step's FLOPs: the same work in every variant
                     dt, tw = b.timed(a.warmup, a.steps)

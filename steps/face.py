@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from .faceboxes import FaceBoxes, face_boxes
-from .generator import generate_sequence, label_renderer, load_generator, read_meta, resize_frame, to_uint8
-from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter, autocast,
+from .generator import autocast, generate_sequence, label_renderer, load_generator, read_meta, resize_frame, to_uint8
+from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
                    data_fingerprint, discriminator_step, generator_adversarial, learning_rate, perceptual_metric,
                    pick_device, step_generator, vgg_loss, write_final, write_png)
 from .models import (IMG_CH, LABEL_CH, FaceModelConfig, build_face_models, count_params, init_weights)

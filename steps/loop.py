@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -97,11 +96,6 @@ def pick_device(want: str, local_rank: int = 0) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on CUDA when asked for; fp32 otherwise."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and bf16 else nullcontext()
 
 
 def adam(params, lr: float, s: GANSettings, device: torch.device) -> torch.optim.Adam:

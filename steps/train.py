@@ -38,8 +38,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .generator import generate_sequence, resize_frame, to_tensor
-from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter, autocast,
+from .generator import autocast, generate_sequence, resize_frame, to_tensor
+from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
                    compile_mode, compile_models, compile_report, data_fingerprint, discriminator_step,
                    generator_adversarial, learning_rate, mark_step, perceptual_metric, pick_device, step_generator,
                    vgg_loss, write_final, write_png)

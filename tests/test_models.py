@@ -95,6 +95,28 @@ def test_temporal_pair_and_discriminator_input():
     assert d_input(y0, y1, x0, x1, False).shape == (4, 6, 32, 32)
 
 
+def test_label_range_is_invisible_to_the_generator_without_temporal_input():
+    """Why label maps stay in [-1, 1] where the official code feeds [0, 1]: the generator's first
+    layer is reflection padding, a conv and an instance norm without affine parameters, so the
+    map y -> 2y - 1 (a per-channel offset and a common scale) is normalised away. With the
+    temporal input only the label channels are scaled, which equals doubling their first-layer
+    weights (init std 0.04 instead of 0.02 for those); D, without a norm there, differs by the
+    same reparameterisation plus its zero-padded border."""
+    torch.manual_seed(0)
+    g = GlobalGenerator(in_ch=3, ngf=8, n_down=2, n_blocks=1).eval()
+    y01 = (torch.rand(1, 3, 32, 32) > 0.7).float()  # a sparse label map in [0, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(g(y01 * 2 - 1), g(y01), rtol=0, atol=1e-4)
+        gt = GlobalGenerator(in_ch=6, ngf=8, n_down=2, n_blocks=1).eval()
+        prev = torch.rand(1, 3, 32, 32) * 2 - 1
+        doubled = GlobalGenerator(in_ch=6, ngf=8, n_down=2, n_blocks=1).eval()
+        doubled.load_state_dict(gt.state_dict())
+        doubled.body[1].weight[:, :3] *= 2
+        torch.testing.assert_close(gt(torch.cat([y01 * 2 - 1, prev], 1)), doubled(torch.cat([y01, prev], 1)),
+                                   rtol=0, atol=1e-4)
+        assert not torch.allclose(gt(torch.cat([y01 * 2 - 1, prev], 1)), gt(torch.cat([y01, prev], 1)), atol=1e-3)
+
+
 def test_losses():
     d = MultiscaleDiscriminator(6, ndf=4, n_layers=2, num_D=2)
     feats = d(torch.randn(1, 6, 32, 32))
