@@ -211,6 +211,17 @@ def data_fits_device(n_frames: int, height: int, width: int, channels: int, devi
     return n_frames * height * width * channels < torch.cuda.mem_get_info(device)[0] / 4
 
 
+def phase_data(cfg: TrainConfig, frames_path, pose, ph: Phase, render, n_train: int, device, mem):
+    """(FrameData at the phase's size, its training frames on the device or None)."""
+    data = FrameData(frames_path, pose, ph.height, ph.width, render)
+    if not data_fits_device(n_train, ph.height, ph.width, data.label(0).shape[-1] + IMG_CH, device, cfg.data_on_device):
+        log.info("data: rendered by %d loader workers", cfg.workers)
+        return data, None
+    device_data = DeviceData(data, n_train, device, mem)
+    log.info("data: %d frames and label maps on %s as uint8 (%.2f GiB)", n_train, device, device_data.nbytes / 2**30)
+    return data, device_data
+
+
 def batches(data: FrameData, device_data: DeviceData | None, sampler: StepSampler, cfg: TrainConfig, device, mem):
     """The batches of sampler's steps, on the device."""
     if device_data is not None:
@@ -387,7 +398,6 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
         out_dir.mkdir(parents=True, exist_ok=True)
     Stop.install()
     mode = compile_mode(cfg.compile)
-    first_compiled = bool(mode)
     calls_left = max_steps if max_steps is not None else phases[-1].end
     run, stopped, metrics = None, "", {}
     for pi, ph in enumerate(phases):
@@ -404,6 +414,7 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
         if is_main:
             log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d", ph.kind,
                      count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, step, ph.end)
+        first_compiled = bool(mode)  # each phase compiles its own graphs
         if mode:
             log.info("%s", compile_models([g, d], mode, cfg.compile_cache, device))
         pair_run, d_run = PairGenerator(g, mcfg.temporal), d
@@ -411,13 +422,8 @@ def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict |
             ids = [device.index] if device.type == "cuda" else None
             pair_run = nn.parallel.DistributedDataParallel(pair_run, device_ids=ids)
             d_run = nn.parallel.DistributedDataParallel(d, device_ids=ids)
-        data = FrameData(frames_path, pose, ph.height, ph.width, render)
-        device_data = None
-        if data_fits_device(n_train, ph.height, ph.width, data.label(0).shape[-1] + IMG_CH, device, cfg.data_on_device):
-            device_data = DeviceData(data, n_train, device, mem)
-            log.info("data: %d frames and label maps on %s as uint8 (%.2f GiB)", n_train, device, device_data.nbytes / 2**30)
-        else:
-            log.info("data: rendered by %d loader workers", cfg.workers)
+        data = device_data = None  # the last phase's copy on the device goes before this one's is made
+        data, device_data = phase_data(cfg, frames_path, pose, ph, render, n_train, device, mem)
         stop_at = min(ph.end, run.step + calls_left)
         bar = tqdm(total=ph.end - ph.start, initial=run.step - ph.start, desc=f"{ph.kind} {ph.width}x{ph.height}",
                    disable=not (is_main and progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
