@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from .faceboxes import FaceBoxes, face_boxes
-from .generator import autocast, generate_sequence, label_renderer, load_generator, read_meta, resize_frame, to_uint8
+from .generator import (autocast, generate_sequence, label_renderer, load_generator, read_meta, resize_frame,
+                        to_uint8, trained_bf16)
 from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
                    data_fingerprint, discriminator_step, generator_adversarial, learning_rate, perceptual_metric,
                    pick_device, step_generator, vgg_loss, write_final, write_png)
@@ -74,10 +75,11 @@ def file_sha1(path) -> str:
 
 
 def build_face_data(frames, pose: PoseArrays, generator_path, n_train: int, boxes: FaceBoxes,
-                    device, bf16: bool = False, iuv=None) -> dict[str, np.ndarray]:
+                    device, iuv=None) -> dict[str, np.ndarray]:
     """Crops of every frame: label (the skeleton's channels), G's output (recurrent over
-    [0, n_train) and over the tail [n_train, N) separately) and the real frame; uint8 (N, S, S, 3)
-    each. iuv: the target's IUV store, for a generator trained with labels.iuv concat."""
+    [0, n_train) and over the tail [n_train, N) separately, in G's trained precision, as transfer
+    runs it) and the real frame; uint8 (N, S, S, 3) each. iuv: the target's IUV store, for a
+    generator trained with labels.iuv concat."""
     g, meta = load_generator(generator_path, device)
     h, w = meta["height"], meta["width"]
     render = label_renderer(meta, iuv)
@@ -85,7 +87,7 @@ def build_face_data(frames, pose: PoseArrays, generator_path, n_train: int, boxe
     out = {k: np.zeros((n, s, s, 3), np.uint8) for k in ("label", "gen", "real")}
     for lo, hi in ((0, n_train), (n_train, n)):
         labels = [render(pose, i) for i in range(lo, hi)]
-        for i, (lab, gen) in enumerate(zip(labels, generate_sequence(g, labels, device=device, bf16=bf16)), lo):
+        for i, (lab, gen) in enumerate(zip(labels, generate_sequence(g, labels, device=device, bf16=trained_bf16(meta))), lo):
             out["label"][i] = boxes.crop(lab[..., :LABEL_CH], i)
             out["gen"][i] = boxes.crop(gen, i)
             out["real"][i] = boxes.crop(resize_frame(frames[i], h, w), i)
@@ -186,8 +188,7 @@ def face_setup(cfg: FaceTrainConfig, frames_path, pose, generator_path, ckpts: C
         state = None
     t0 = time.perf_counter()
     data = _cached_face_data(ckpts.folder, fingerprint, lambda: build_face_data(
-        frames, pose, generator_path, n_train, boxes, device, cfg.bf16 and device.type == "cuda",
-        open_iuv(iuv_path, n, frames_path) if iuv_path else None))
+        frames, pose, generator_path, n_train, boxes, device, open_iuv(iuv_path, n, frames_path) if iuv_path else None))
     log.info("face crops ready (%.1f s)", time.perf_counter() - t0)
     return data, boxes, fingerprint, n_train, meta, state
 
