@@ -362,9 +362,10 @@ class LossLog:
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, LOSS_COLUMNS, extrasaction="ignore")
 
-    def write(self, row: dict) -> None:
+    def write(self, rows: list[dict]) -> None:
+        """Append rows, flushed once (the loop hands over every step since the last read-back)."""
         if self.writer:
-            self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            self.writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
             self.file.flush()
 
     def close(self) -> None:
@@ -501,8 +502,8 @@ class Run:
         steps, at stop_at, on a preemption signal), and the exit with 128+signal after a signal."""
         for row in rows:
             self.guard.observe_loss_d(row["loss_D"])
-            if self.is_main:
-                self.loss_log.write(row)
+        if self.is_main:
+            self.loss_log.write(rows)
         if self.is_main and (self.checkpoint_due(stop_at) or signum):
             p = self.ckpts.save(self.snapshot())
             if signum or self.step == stop_at:
@@ -537,5 +538,5 @@ class Run:
                 if int(p.stem.split("_")[1]) > self.step:
                     p.unlink(missing_ok=True)
             self.loss_log.truncate(self.step)
-            self.loss_log.write({"step": self.step, "event": f"back from step {step}: lr x{self.lr_scale:g}"})
+            self.loss_log.write([{"step": self.step, "event": f"back from step {step}: lr x{self.lr_scale:g}"}])
         log.info("back at step %d (from step %d), learning rates x%g", self.step, step, self.lr_scale)
