@@ -19,13 +19,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# The whole pipeline on the default config: two rendered dancers, demo-sized GANs (CPU minutes).
+# The whole pipeline on the embedded demo (.test/demo/config/config.yaml): two rendered dancers,
+# demo-sized GANs (CPU minutes). Everything it writes is under .test/demo/.
+DEMO := .test/demo
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --directory $(DEMO)
+	$(BIN)/snakemake --directory $(DEMO) --report results/report.html
 	@echo
-	@cat results/eval/demo_target.md
+	@cat $(DEMO)/results/eval/demo_target.md
 	@echo
+	@echo "Everything below is under $(DEMO)/:"
 	@echo "Transfer video:     results/transfer/demo_source__demo_target.mp4"
 	@echo "Side by side:       results/transfer/demo_source__demo_target_side_by_side.mp4 (source | pose | output)"
 	@echo "Stills:             results/transfer/demo_source__demo_target_stills/"
@@ -48,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pose.py
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake $(DEMO)/results $(DEMO)/logs $(DEMO)/.snakemake

@@ -37,7 +37,7 @@ RATE_CLIPS = ["two_people.mp4", "handheld_dribble.mp4", "dancer_source.mp4", "mo
 def run_jobs(frames: Path, ranges: list[tuple[int, int]], out: Path) -> float:
     t = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "steps.pose", "extract", "--store", str(frames.parent),
-                               "--detect-on", "frames",
+                               "--settings", '{"detect_on": "frames"}',
                                "--start", str(a), "--end", str(b), "--out", str(out / f"{a}.npz")],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for a, b in ranges]

@@ -27,6 +27,7 @@ training's own outputs are in OUT/train and OUT/ckpt.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import subprocess
@@ -73,21 +74,17 @@ def prepare_video(video: str, out: Path, width: int, height: int, fps: float) ->
     """The frames store and smoothed pose table of a video, by the steps' command lines."""
     import numpy as np
 
-    from steps.settings import section
-
-    pose_cfg, sm = section("pose"), section("smooth")
+    frames = json.dumps({"fps": fps, "width": width, "height": height})
+    pose = json.dumps({"detect_on": "frames"})
     store = out / "frames"
-    _run("steps.frames", "--video", video, "--out", str(store), "--subject", "target", "--fps", str(fps),
-         "--width", str(width), "--height", str(height), "--resize", section("frames")["resize"])
+    _run("steps.frames", "--video", video, "--out", str(store), "--subject", "target", "--settings", frames)
     n = len(np.load(store / "frames.npy", mmap_mode="r"))
     chunk = out / "pose_chunk.npz"
     _run("steps.pose", "extract", "--store", str(store), "--start", "0", "--end", str(n), "--out", str(chunk),
-         "--backend", pose_cfg["backend"], "--detect-on", "frames", "--subject", "target")
+         "--subject", "target", "--settings", pose)
     _run("steps.pose", "merge", str(chunk), "--manifest", str(store / "manifest.parquet"), "--out",
-         str(out / "pose.parquet"), "--subject", "target", "--backend", pose_cfg["backend"])
-    _run("steps.smooth", "--pose", str(out / "pose.parquet"), "--out", str(out / "pose_smooth.parquet"),
-         "--method", sm["method"], "--window", str(sm["window"]), "--sigma", str(sm["sigma"]),
-         "--max-gap", str(sm["max_gap"]), "--min-confidence", str(sm["min_confidence"]))
+         str(out / "pose.parquet"), "--subject", "target", "--settings", pose)
+    _run("steps.smooth", "--pose", str(out / "pose.parquet"), "--out", str(out / "pose_smooth.parquet"))
     return store / "frames.npy", out / "pose_smooth.parquet"
 
 

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .faceboxes import FaceBoxes, face_boxes
+from .budget import TooSlowForCPU, check_cpu_hours, cpu_flops_per_second, face_step_flops
+from .faceboxes import FaceBoxes, face_boxes, face_size
 from .generator import (autocast, generate_sequence, label_renderer, load_generator, read_meta, resize_frame,
                         to_uint8, trained_bf16)
 from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
@@ -45,6 +46,7 @@ from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped
                    pick_device, step_generator, vgg_loss, write_final, write_png)
 from .models import (IMG_CH, LABEL_CH, FaceModelConfig, build_face_models, count_params, init_weights)
 from .posetable import PoseArrays
+from .settings import section
 
 log = logging.getLogger("face")
 
@@ -271,6 +273,14 @@ def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir,
             "val_l1": metrics.get("l1", float("nan")), "face_generator": g_f}
 
 
+def cpu_hours(cfg: FaceTrainConfig, generator_path, limit_h: float | None) -> str:
+    """The estimated time of this face training on this CPU (a log line); TooSlowForCPU over limit_h."""
+    meta = read_meta(generator_path)
+    box = face_size(meta["height"], meta["width"], cfg.boxes["size"])
+    flops = face_step_flops(cfg.model_config(), box, cfg.batch_size) * cfg.steps
+    return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this face training", "face.cpu_hours_limit")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Train the face GAN of one target (main generator frozen).")
     ap.add_argument("--frames", required=True, help="the target's frames.npy")
@@ -286,8 +296,14 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)
-    train_face(FaceTrainConfig.from_dict(json.loads(a.settings)), a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir,
-               max_steps=a.max_steps, iuv_path=a.iuv)
+    given = json.loads(a.settings)
+    cfg = FaceTrainConfig.from_dict(given)
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        try:
+            log.info(cpu_hours(cfg, a.generator, section("face", given)["cpu_hours_limit"]))
+        except TooSlowForCPU as e:
+            sys.exit(f"train_face: {e}")
+    train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
 
 
 if __name__ == "__main__":

@@ -228,23 +228,24 @@ def load_frames(out_dir: str | os.PathLike) -> np.ndarray:
 
 
 def main(argv=None):
+    import json
+
+    from .settings import section
+
     ap = argparse.ArgumentParser(description="Decode a video into a frames store.")
     ap.add_argument("--video", required=True)
     ap.add_argument("--out", required=True, help="output folder (frames.npy, manifest.parquet)")
     ap.add_argument("--subject", default="")
-    ap.add_argument("--fps", type=float, required=True)
-    ap.add_argument("--width", type=int, required=True)
-    ap.add_argument("--height", type=int, required=True)
-    ap.add_argument("--resize", choices=["pad", "crop"], default="pad")
-    ap.add_argument("--start", type=float, default=0.0)
-    ap.add_argument("--end", type=float, default=None)
+    ap.add_argument("--start", type=float, default=0.0, help="the subject's trim start (seconds)")
+    ap.add_argument("--end", type=float, default=None, help="the subject's trim end (seconds; none: the video's end)")
+    ap.add_argument("--settings", default="{}", help="the config's frames section as JSON (schema defaults fill the rest)")
     a = ap.parse_args(argv)
+    c = section("frames", json.loads(a.settings))
     try:
-        n = decode_frames(a.video, a.out, a.fps, a.width, a.height, a.resize, a.start, a.end, a.subject)
+        n = decode_frames(a.video, a.out, c["fps"], c["width"], c["height"], c["resize"], a.start, a.end, a.subject)
     except VideoError as e:
         sys.exit(f"decode_frames: {e}")
     print(f"decoded {n} frames of {a.video} into {a.out}", file=sys.stderr)
-
 
 if __name__ == "__main__":
     main()

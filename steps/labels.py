@@ -115,20 +115,21 @@ def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True
 
 
 def main(argv=None):
+    import json
+
     from tqdm import tqdm
 
     from .posetable import read_pose
+    from .settings import section
     from .video import write_video
 
     ap = argparse.ArgumentParser(description="Render a preview video of a pose table's label maps.")
     ap.add_argument("--pose", required=True, help="pose table (Parquet)")
     ap.add_argument("--out", required=True, help="preview mp4")
-    ap.add_argument("--thickness", type=int, default=None)
-    ap.add_argument("--no-face", action="store_true")
-    ap.add_argument("--no-hands", action="store_true")
+    ap.add_argument("--settings", default="{}", help="the config's labels section as JSON (schema defaults fill the rest)")
     ap.add_argument("--iuv", default=None, help="DensePose IUV store (iuv.npy, one image per frame) to show under the skeleton")
-    ap.add_argument("--iuv-mode", default="overlay", choices=["overlay", "none"])
     a = ap.parse_args(argv)
+    c = section("labels", json.loads(a.settings))
     pose = read_pose(a.pose)
     h, w = pose.meta.height, pose.meta.width
     iuv = np.load(a.iuv, mmap_mode="r") if a.iuv else None
@@ -136,14 +137,12 @@ def main(argv=None):
         raise SystemExit(f"{a.iuv} has {len(iuv)} IUV images but {a.pose} has {pose.n_frames} frames")
 
     def frame(i):
-        lab = render_label_map(pose, i, h, w, a.thickness, not a.no_face, not a.no_hands)
-        if iuv is None:
-            return lab
-        return label_map_with_iuv(lab, np.asarray(iuv[i]), a.iuv_mode)
+        lab = render_label_map(pose, i, h, w, c["thickness"], c["face"], c["hands"])
+        # previews show the IUV under the skeleton: the generator's extra channels can't be shown as RGB
+        return lab if iuv is None else label_map_with_iuv(lab, np.asarray(iuv[i]), "overlay")
 
     frames = (frame(i) for i in tqdm(range(pose.n_frames), desc=f"labels {pose.meta.subject}", unit="frame"))
     write_video(a.out, frames, pose.meta.fps)
-
 
 if __name__ == "__main__":
     main()

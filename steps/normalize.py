@@ -16,11 +16,13 @@ Scale and vertical offset can be median-smoothed over time to remove jitter.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import numpy as np
 
 from .posetable import PoseArrays, read_pose, write_pose
+from .settings import section
 from .smooth import median_smooth
 from .stats import SubjectStats, load_stats, per_frame
 
@@ -88,15 +90,16 @@ def main(argv=None):
     ap.add_argument("--source-stats", required=True)
     ap.add_argument("--target-stats", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--smooth-window", type=int, default=5)
-    ap.add_argument("--horizontal", choices=["anchor", "keep"], default="anchor")
-    ap.add_argument("--min-confidence", type=float, default=0.3)
+    ap.add_argument("--settings", default="{}", help="the config's normalize section as JSON (schema defaults fill the rest)")
+    ap.add_argument("--stats-settings", default="{}",
+                    help="the config's stats section as JSON: the toe is found as subject_stats found it (min_confidence)")
     a = ap.parse_args(argv)
+    c = section("normalize", json.loads(a.settings))
+    min_conf = section("stats", json.loads(a.stats_settings))["min_confidence"]
     out = normalize(read_pose(a.pose), load_stats(a.source_stats), load_stats(a.target_stats),
-                    a.smooth_window, a.horizontal, a.min_confidence)
+                    c["smooth_window"], c["horizontal"], min_conf)
     write_pose(out, a.out)
     print(f"{a.out}: scale range {out.meta.extra['scale_range']}", file=sys.stderr)
-
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import BackendUnavailable, get_backend
+from .backends.options import backend_options
 from .atomic import atomic_output
 from .frames import load_frames, native_frames, read_manifest_meta, working_geometry
 from .posetable import PARTS, B, PoseArrays, PoseMeta, write_pose
@@ -195,8 +196,8 @@ def drop_stray_hands(pose: PoseArrays, max_offset: float = 0.5) -> tuple[PoseArr
     return pose, info
 
 
-def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float = 0.0,
-                 video: str = "", max_hand_offset: float = 0.5) -> PoseArrays:
+def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float, video: str,
+                 max_hand_offset: float) -> PoseArrays:
     loaded = sorted((np.load(c) for c in chunks), key=lambda z: int(z["start"]))
     expected = 0
     for z in loaded:
@@ -218,60 +219,47 @@ def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float = 0.0
 
 
 def main(argv=None):
+    import json
+
+    from .settings import section
+
     ap = argparse.ArgumentParser(description="Pose extraction: one chunk, or merge the chunks.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract", help="run the back end over frames [start, end)")
     ex.add_argument("--store", required=True, help="the subject's frames store (folder of frames.npy, manifest.parquet)")
-    ex.add_argument("--detect-on", choices=["video", "frames"], default="video",
-                    help="video: the video's own frames (then mapped to the working frame); frames: the store's")
-    ex.add_argument("--max-side", type=int, default=1920, help="long side cap of the video's frames")
     ex.add_argument("--start", type=int, required=True)
     ex.add_argument("--end", type=int, required=True)
     ex.add_argument("--out", required=True, help="chunk .npz")
-    ex.add_argument("--backend", default="mediapipe")
     ex.add_argument("--subject", default="")
-    ex.add_argument("--min-detection-confidence", type=float, default=0.5)
-    ex.add_argument("--min-tracking-confidence", type=float, default=0.5)
-    ex.add_argument("--options", default=None,
-                    help="the back end's options as JSON (steps.backends.options.backend_options); "
-                         "when given, the two MediaPipe flags above are not used")
     mg = sub.add_parser("merge", help="merge chunks into the pose table")
     mg.add_argument("chunks", nargs="+")
     mg.add_argument("--manifest", required=True)
     mg.add_argument("--out", required=True)
     mg.add_argument("--subject", required=True)
-    mg.add_argument("--backend", default="mediapipe")
-    mg.add_argument("--min-person-rate", type=float, default=0.05)
-    mg.add_argument("--max-hand-offset", type=float, default=0.5,
-                    help="hands farther than this many torso lengths from their body wrist are dropped")
+    for p in (ex, mg):
+        p.add_argument("--settings", default="{}", help="the config's pose section as JSON (schema defaults fill the rest)")
     a = ap.parse_args(argv)
+    c = section("pose", json.loads(a.settings))
 
     if a.cmd == "extract":
-        if a.options:
-            import json
-
-            opts = json.loads(a.options)
-        else:
-            opts = {"min_detection_confidence": a.min_detection_confidence,
-                    "min_tracking_confidence": a.min_tracking_confidence}
+        # DensePose's IUV images must line up with the working frames, so it always detects on them
+        detect_on = "frames" if c["backend"] == "densepose" else c["detect_on"]
         extras: dict = {}
         try:
-            parts = extract_chunk(a.store, a.start, a.end, a.detect_on, a.max_side, a.subject, a.backend, opts,
-                                  progress=True, extras=extras)
+            parts = extract_chunk(a.store, a.start, a.end, detect_on, c["max_side"], a.subject, c["backend"],
+                                  backend_options(c), progress=True, extras=extras)
         except (BackendUnavailable, VideoError) as e:
             sys.exit(f"extract_pose: subject {a.subject!r}: {e}")
         write_chunk(a.out, {**parts, **extras}, a.start)
         return
 
-    import json
-
     import pyarrow.parquet as pq
 
     vmeta = json.loads(pq.read_schema(a.manifest).metadata[b"edn"])
     meta = PoseMeta(subject=a.subject, width=vmeta["width"], height=vmeta["height"],
-                    fps=vmeta["fps"], backend=a.backend, extra={"video": vmeta["video"]})
+                    fps=vmeta["fps"], backend=c["backend"], extra={"video": vmeta["video"]})
     try:
-        pose = merge_chunks(a.chunks, meta, a.min_person_rate, vmeta["video"], a.max_hand_offset)
+        pose = merge_chunks(a.chunks, meta, c["min_person_rate"], vmeta["video"], c["max_hand_offset"])
     except (NoPersonError, ValueError) as e:
         sys.exit(f"merge_pose: {e}")
     meta.extra["detection_rates"] = detection_rates(pose)

@@ -94,3 +94,65 @@ def update_readme(text: str) -> str:
 if __name__ == "__main__":  # python -m steps.settings: regenerate config/README.md's tables
     readme = SCHEMA.parents[2] / "config" / "README.md"
     readme.write_text(update_readme(readme.read_text()))
+
+
+# --- the whole config: presets and short, pointed errors ---------------------------------------
+
+PRESETS = SCHEMA.parents[1] / "presets"
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, nested mappings merged key by key (over's values win)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def preset(name: str) -> dict:
+    """The settings of preset `name` (workflow/presets/NAME.yaml)."""
+    import yaml
+
+    path = PRESETS / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise ValueError(f"config preset: {name!r} is not a preset (known: {known})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def with_preset(config: dict) -> dict:
+    """The config with its preset (`preset`, default the schema's) under every key it sets itself:
+    explicit keys win, the preset fills the rest, the schema's defaults what neither sets."""
+    name = config.get("preset", schema()["properties"]["preset"]["default"])
+    return deep_merge(preset(name), {**config, "preset": name})
+
+
+def _where(path) -> str:
+    """config.train.lr_G, config.transfers[0].source: where a problem is, as a path."""
+    return "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def config_errors(config: dict) -> list[str]:
+    """What is wrong with `config`, one short line per problem, naming the key and what it allows
+    (the schema validator's own message prints the whole schema, thousands of lines)."""
+    import difflib
+
+    from jsonschema import Draft202012Validator
+
+    lines = []
+    for e in sorted(Draft202012Validator(schema()).iter_errors(config), key=lambda e: list(map(str, e.path))):
+        where = _where(e.absolute_path)
+        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = sorted(e.schema.get("properties", {}))
+            for key in sorted(set(e.instance) - set(allowed)):
+                near = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                lines.append(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+        elif e.validator == "enum":
+            lines.append(f"{where}: {e.instance!r} is not allowed; one of: {', '.join(map(str, e.validator_value))}")
+        elif e.validator == "required":
+            lines.append(f"{where}: {e.message}")
+        else:
+            what = e.schema.get("description", "")
+            lines.append(f"{where}: {e.message}" + (f" ({what})" if what else ""))
+    return lines

@@ -11,11 +11,13 @@ smoothed over time, only where it is observed or filled:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import numpy as np
 
 from .posetable import PoseArrays, read_pose, write_pose
+from .settings import section
 
 
 def fill_gaps(series: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,21 +155,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Smooth a pose table in time and fill short gaps.")
     ap.add_argument("--pose", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--method", default="median", choices=["median", "gaussian", "one_euro", "none"])
-    ap.add_argument("--window", type=int, default=5)
-    ap.add_argument("--sigma", type=float, default=1.0)
-    ap.add_argument("--max-gap", type=int, default=5)
-    ap.add_argument("--min-confidence", type=float, default=0.3)
-    ap.add_argument("--one-euro-min-cutoff", type=float, default=1.0)
-    ap.add_argument("--one-euro-beta", type=float, default=0.05)
+    ap.add_argument("--settings", default="{}", help="the config's smooth section as JSON (schema defaults fill the rest)")
     a = ap.parse_args(argv)
+    c = section("smooth", json.loads(a.settings))
     pose = read_pose(a.pose)
-    out = smooth_pose(pose, a.method, a.window, a.sigma, a.max_gap, a.min_confidence,
-                      a.one_euro_min_cutoff, a.one_euro_beta)
+    out = smooth_pose(pose, c["method"], c["window"], c["sigma"], c["max_gap"], c["min_confidence"],
+                      c["one_euro_min_cutoff"], c["one_euro_beta"])
     write_pose(out, a.out)
     n_filled = sum(int(f.sum()) for f in out.filled.values())
-    print(f"{a.out}: {out.n_frames} frames smoothed ({a.method}), {n_filled} points filled", file=sys.stderr)
-
+    print(f"{a.out}: {out.n_frames} frames smoothed ({c['method']}), {n_filled} points filled", file=sys.stderr)
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .atomic import atomic_output
 from .posetable import PART_ORDER, B, PoseArrays, read_pose
+from .settings import section
 
 
 class StatsError(ValueError):
@@ -211,24 +212,20 @@ def main(argv=None):
     ap.add_argument("--json", required=True)
     ap.add_argument("--table", required=True, help="per-frame Parquet")
     ap.add_argument("--plot", required=True, help="PNG")
-    ap.add_argument("--min-confidence", type=float, default=0.3)
-    ap.add_argument("--far-percentile", type=float, default=5)
-    ap.add_argument("--close-percentile", type=float, default=95)
-    ap.add_argument("--band", type=float, default=0.02)
     ap.add_argument("--coverage-plot", default=None, help="PNG of the parts detected over time")
-    ap.add_argument("--warn-face-below", type=float, default=0.0,
-                    help="warn when the face is usable in fewer than this share of frames (a target's)")
-    ap.add_argument("--warn-hands-below", type=float, default=0.0,
-                    help="warn when a hand is usable in fewer than this share of frames")
+    ap.add_argument("--settings", default="{}", help="the config's stats section as JSON (schema defaults fill the rest)")
+    ap.add_argument("--target", action="store_true",
+                    help="the subject is a transfer target: warn when its face or hands are seldom found")
     a = ap.parse_args(argv)
+    c = section("stats", json.loads(a.settings))
     pose = read_pose(a.pose)
-    table = per_frame(pose, a.min_confidence)
+    table = per_frame(pose, c["min_confidence"])
     try:
         st = compute_stats(table, pose.meta.subject, pose.meta.width, pose.meta.height,
-                           a.far_percentile, a.close_percentile, a.band)
+                           c["far_percentile"], c["close_percentile"], c["band"])
     except StatsError as e:
         sys.exit(f"subject_stats: {e} (pose table {a.pose})")
-    st.coverage = coverage(pose, a.min_confidence)
+    st.coverage = coverage(pose, c["min_confidence"])
     with atomic_output(a.table) as tmp:
         table.to_parquet(tmp, index=False)
     plot_stats(table, st, a.plot)
@@ -236,9 +233,9 @@ def main(argv=None):
         plot_coverage(table, st, a.coverage_plot)
     write_json(asdict(st), a.json)
     print(json.dumps(asdict(st), indent=1), file=sys.stderr)
-    for line in coverage_warnings(st.coverage, st.subject, a.warn_face_below, a.warn_hands_below):
-        print(line, file=sys.stderr)
-
+    if a.target:
+        for line in coverage_warnings(st.coverage, st.subject, c["warn_face_below"], c["warn_hands_below"]):
+            print(line, file=sys.stderr)
 
 if __name__ == "__main__":
     main()

@@ -38,6 +38,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .budget import TooSlowForCPU, check_cpu_hours, cpu_flops_per_second, train_step_flops
 from .generator import autocast, generate_sequence, resize_frame, to_tensor
 from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
                    compile_mode, compile_models, compile_report, data_fingerprint, discriminator_step,
@@ -45,6 +46,7 @@ from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped
                    vgg_loss, write_final, write_png)
 from .models import (IMG_CH, IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
                      count_params, d_input, init_weights)
+from .settings import section
 
 log = logging.getLogger("train")
 
@@ -536,6 +538,14 @@ def _validate(run: Run, g, data, tail, temporal, device, cfg, perceptual, world)
     return metrics, verdict
 
 
+def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, limit_h: float | None) -> str:
+    """The estimated time of this training on this CPU (a log line); TooSlowForCPU over limit_h."""
+    _, h, w = np.load(frames_path, mmap_mode="r").shape[:3]
+    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv), p.height, p.width, cfg.batch_size) * (p.end - p.start)
+                for p in plan_phases(cfg, cfg.height or h, cfg.width or w))
+    return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this training", "train.cpu_hours_limit")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Train the pose-to-video generator of one target (pix2pixHD + temporal smoothing).")
     ap.add_argument("--frames", required=True, help="the target's frames.npy")
@@ -551,9 +561,15 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if a.threads:
         torch.set_num_threads(a.threads)
+    given = json.loads(a.settings)
+    cfg = TrainConfig.from_dict(given)
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        try:
+            log.info(cpu_hours(cfg, a.frames, a.iuv is not None, section("train", given)["cpu_hours_limit"]))
+        except TooSlowForCPU as e:
+            sys.exit(f"train_generator: {e}")
     try:
-        train(TrainConfig.from_dict(json.loads(a.settings)), a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels),
-              max_steps=a.max_steps, iuv_path=a.iuv)
+        train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps, iuv_path=a.iuv)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

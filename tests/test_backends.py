@@ -529,8 +529,8 @@ def test_label_previews_show_the_iuv_under_the_skeleton(tmp_path):
     iuv = np.zeros((n, h, w, 3), np.uint8)
     iuv[:, 10:54, 8:24] = (3, 100, 200)      # an arm-like patch beside the skeleton
     np.save(tmp_path / "iuv.npy", iuv)
-    cmd = [sys.executable, "-m", "steps.labels", "--pose", str(tmp_path / "pose.parquet"), "--thickness", "2",
-           "--no-face", "--no-hands", "--iuv", str(tmp_path / "iuv.npy"), "--out", str(tmp_path / "p.mp4")]
+    cmd = [sys.executable, "-m", "steps.labels", "--pose", str(tmp_path / "pose.parquet"),
+           "--settings", '{"thickness": 2, "face": false, "hands": false}', "--iuv", str(tmp_path / "iuv.npy"), "--out", str(tmp_path / "p.mp4")]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     with av.open(str(tmp_path / "p.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]

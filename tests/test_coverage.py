@@ -52,7 +52,7 @@ def test_a_targets_missing_face_is_warned_about_naming_subject_and_part(tmp_path
     out = {k: str(tmp_path / f"{k}") for k in ("json", "table", "plot", "coverage")}
     args = ["--pose", str(tmp_path / "p.parquet"), "--json", out["json"], "--table", out["table"] + ".parquet",
             "--plot", out["plot"] + ".png", "--coverage-plot", out["coverage"] + ".png"]
-    stats_main(args + ["--warn-face-below", "0.5", "--warn-hands-below", "0.5"])
+    stats_main(args + ["--target", "--settings", '{"warn_face_below": 0.5, "warn_hands_below": 0.5}'])
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1
     assert "'tgt'" in warnings[0] and "face found in 0%" in warnings[0] and "face GAN" in warnings[0]

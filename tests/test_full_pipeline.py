@@ -1,4 +1,4 @@
-"""The demo end to end at its smallest settings: the shipped config/config.yaml (two rendered
+"""The demo end to end at its smallest settings: the demo's .test/demo/config/config.yaml (two rendered
 dancers) with shorter clips, a smaller frame size and a few training steps. Videos -> frames ->
 poses -> statistics -> normalization -> generator -> face GAN -> transfer video -> evaluation
 table -> `snakemake --report`, through the project's own Snakefile.
@@ -45,8 +45,8 @@ def run_snakemake(snakefile: Path, work: Path, *args, timeout=600) -> subprocess
 
 
 def smallest_demo_config() -> dict:
-    """config/config.yaml with 3-4 s clips at 192 px and toy GANs; subjects renamed src/tgt."""
-    demo = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    """The demo's config with 3-4 s clips at 192 px and toy GANs; subjects renamed src/tgt."""
+    demo = yaml.safe_load((ROOT / ".test/demo/config/config.yaml").read_text())
     (source, target), = [(t["source"], t["target"]) for t in demo["transfers"]]
     cfg = {**demo,
            "synth": {"src": {**demo["synth"][source], "seconds": 3}, "tgt": {**demo["synth"][target], "seconds": 4}},

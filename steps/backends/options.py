@@ -1,26 +1,23 @@
 """The keyword options each pose back end's constructor takes, from the config's `pose:` section.
 
-extract_pose passes them as one JSON argument (`python -m steps.pose extract --options JSON`),
-so a back end gets exactly its own keys whatever else the config holds.
+extract_pose gets the whole section (`python -m steps.pose extract --settings JSON`) and hands a
+back end exactly its own keys, with the schema's defaults for any key the section leaves out.
 """
 from __future__ import annotations
 
-DETECTRON2_DEFAULTS = {"config_file": None, "weights": None, "device": "auto", "score_threshold": 0.5,
-                       "min_iou": 0.3, "keypoint_score_scale": 0.1}
-DENSEPOSE_DEFAULTS = {"config_file": None, "weights": None, "device": "auto", "score_threshold": 0.5,
-                      "min_iou": 0.3, "keypoints": "mediapipe"}
+from ..settings import section
 
 
 def backend_options(pose: dict, backend: str | None = None) -> dict:
     """Constructor options of `backend` (default: pose['backend']) from the `pose:` config."""
-    backend = backend or pose.get("backend", "mediapipe")
+    pose = section("pose", pose)
+    backend = backend or pose["backend"]
     if backend == "mediapipe":
-        return {"min_detection_confidence": pose.get("min_detection_confidence", 0.5),
-                "min_tracking_confidence": pose.get("min_tracking_confidence", 0.5)}
+        return {k: pose[k] for k in ("min_detection_confidence", "min_tracking_confidence")}
     if backend == "detectron2_keypoints":
-        return {**DETECTRON2_DEFAULTS, **(pose.get("detectron2") or {})}
+        return dict(pose["detectron2"])
     if backend == "densepose":
-        opts = {**DENSEPOSE_DEFAULTS, **(pose.get("densepose") or {})}
+        opts = dict(pose["densepose"])
         opts["keypoint_options"] = backend_options(pose, opts["keypoints"])
         return opts
     return {}

@@ -4,14 +4,27 @@ import os
 import sys
 
 import pyarrow.parquet as pq
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from steps.backends.options import backend_options
 from steps.pose import chunk_ranges
+from steps.settings import config_errors, with_preset
 
 
-validate(config, "../schemas/config.schema.yaml")
+def checked_config():
+    """The config with its preset applied, or a short error naming each bad key (the schema
+    validator's own message prints the whole schema). Then validate() fills the schema's defaults."""
+    full = with_preset(config)
+    errors = config_errors(full)
+    if errors:
+        raise WorkflowError("\n".join(["The configuration has errors (config/README.md documents every key):", *errors]))
+    config.clear()
+    config.update(full)
+    validate(config, "../schemas/config.schema.yaml")
+
+
+checked_config()
 
 SUBJECTS = sorted(config["subjects"])
 for _i, _t in enumerate(config.get("transfers", [])):
@@ -21,11 +34,8 @@ for _i, _t in enumerate(config.get("transfers", [])):
                 f"config transfers[{_i}].{_role}: subject {_t[_role]!r} is not under 'subjects' "
                 f"(known: {', '.join(SUBJECTS)})"
             )
-# The pose back end's own options, as one shell-quoted JSON argument for steps.pose extract.
 import json
-import shlex as _shlex
 
-POSE_OPTIONS = _shlex.quote(json.dumps(backend_options(config["pose"])))
 DENSEPOSE = config["pose"]["backend"] == "densepose"
 if config["labels"]["iuv"] != "none" and not DENSEPOSE:
     raise ValueError(
@@ -126,12 +136,5 @@ def settings(name, **change):
 
 
 def resources(name):
-    """The `resources` sub-section of a GPU stage (gpus, threads, mem_mb, runtime, ...)."""
+    """The `resources` sub-section of a stage's config section (threads, mem_mb, runtime; gpus, ...)."""
     return config[name]["resources"]
-
-
-LABEL_FLAGS = " ".join(
-    [f"--thickness {config['labels']['thickness']}"]
-    + ([] if config["labels"]["face"] else ["--no-face"])
-    + ([] if config["labels"]["hands"] else ["--no-hands"])
-)

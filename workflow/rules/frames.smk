@@ -6,23 +6,20 @@ checkpoint decode_frames:
         frames="results/frames/{subject}/frames.npy",
         manifest="results/frames/{subject}/manifest.parquet",
     params:
-        start=lambda w: subject_cfg(w).get("start", 0),
-        end=lambda w: (
-            f"--end {subject_cfg(w)['end']}" if subject_cfg(w).get("end") is not None else ""
-        ),
-        fps=config["frames"]["fps"],
-        width=config["frames"]["width"],
-        height=config["frames"]["height"],
-        resize=config["frames"]["resize"],
+        out_dir=lambda wildcards, output: os.path.dirname(output.frames),
+        trim=lambda w: f"--start {subject_cfg(w).get('start', 0)}"
+        + (f" --end {subject_cfg(w)['end']}" if subject_cfg(w).get("end") is not None else ""),
+        settings=settings("frames"),
     log:
         "logs/decode_frames/{subject}.log",
+    benchmark:
+        "logs/benchmarks/decode_frames/{subject}.tsv"
+    threads: resources("frames")["threads"]
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=resources("frames")["mem_mb"],
+        runtime=resources("frames")["runtime"],
     shell:
-        "python -m steps.frames --video {input.video:q} --out results/frames/{wildcards.subject}"
-        " --subject {wildcards.subject} --fps {params.fps} --width {params.width}"
-        " --height {params.height} --resize {params.resize} --start {params.start} {params.end}"
-        " > {log} 2>&1"
+        "python -m steps.frames --video {input.video:q} --out {params.out_dir} --subject {wildcards.subject}"
+        " {params.trim} --settings {params.settings:q} > {log} 2>&1"

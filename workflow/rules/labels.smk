@@ -14,17 +14,20 @@ rule render_labels:
             category="Label maps",
         ),
     params:
-        flags=LABEL_FLAGS,
-        iuv=lambda wildcards, input: f"--iuv {input.iuv} --iuv-mode overlay" if "iuv" in input.keys() else "",
+        settings=settings("labels"),
+        iuv=lambda wildcards, input: f"--iuv {input.iuv}" if "iuv" in input.keys() else "",
     log:
         "logs/render_labels/{subject}.log",
+    benchmark:
+        "logs/benchmarks/render_labels/{subject}.tsv"
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=1000,
-        runtime=20,
+        mem_mb=resources("labels")["mem_mb"],
+        runtime=resources("labels")["runtime"],
     shell:
-        "python -m steps.labels --pose {input.pose} --out {output.video} {params.flags} {params.iuv} > {log} 2>&1"
+        "python -m steps.labels --pose {input.pose} --out {output.video} --settings {params.settings:q}"
+        " {params.iuv} > {log} 2>&1"
 
 
 use rule render_labels as render_labels_normalized with:
@@ -38,3 +41,5 @@ use rule render_labels as render_labels_normalized with:
         ),
     log:
         "logs/render_labels/{source}__{target}.log",
+    benchmark:
+        "logs/benchmarks/render_labels/{source}__{target}.tsv"

@@ -1,7 +1,5 @@
-# DensePose's IUV images must line up with the working frames, so it always detects on them.
-DETECT_ON = "frames" if DENSEPOSE else config["pose"]["detect_on"]
-
-
+# Pose detection in chunks of pose.chunk_frames frames, one job each (they run in parallel), then
+# merged into the subject's pose table, then smoothed in time. Each step reads the pose section.
 rule extract_pose:
     input:
         frames="results/frames/{subject}/frames.npy",
@@ -9,29 +7,23 @@ rule extract_pose:
     output:
         chunk=temp("results/pose/chunks/{subject}/{chunk}.npz"),
     params:
+        store=lambda wildcards, input: os.path.dirname(input.frames),
         bounds=chunk_bounds,
-        backend=config["pose"]["backend"],
-        det=config["pose"]["min_detection_confidence"],
-        track=config["pose"]["min_tracking_confidence"],
-        options=POSE_OPTIONS,
-        detect_on=DETECT_ON,
-        max_side=config["pose"]["max_side"],
+        settings=settings("pose"),
     log:
         "logs/extract_pose/{subject}/{chunk}.log",
     benchmark:
         "logs/benchmarks/extract_pose/{subject}_{chunk}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 1
+    threads: resources("pose")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=resources("pose")["mem_mb"],
+        runtime=resources("pose")["runtime"],
     shell:
-        "python -m steps.pose extract --store results/frames/{wildcards.subject} --start {params.bounds[start]}"
-        " --end {params.bounds[end]} --out {output.chunk} --backend {params.backend}"
-        " --detect-on {params.detect_on} --max-side {params.max_side}"
-        " --subject {wildcards.subject} --min-detection-confidence {params.det}"
-        " --min-tracking-confidence {params.track} --options {params.options} > {log} 2>&1"
+        "python -m steps.pose extract --store {params.store} --start {params.bounds[start]}"
+        " --end {params.bounds[end]} --out {output.chunk} --subject {wildcards.subject}"
+        " --settings {params.settings:q} > {log} 2>&1"
 
 
 rule merge_pose:
@@ -41,19 +33,19 @@ rule merge_pose:
     output:
         pose="results/pose/{subject}.parquet",
     params:
-        backend=config["pose"]["backend"],
-        max_hand_offset=config["pose"]["max_hand_offset"],
+        settings=settings("pose"),
     log:
         "logs/merge_pose/{subject}.log",
+    benchmark:
+        "logs/benchmarks/merge_pose/{subject}.tsv"
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=resources("pose")["mem_mb"],
+        runtime=resources("pose")["runtime"],
     shell:
         "python -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
-        " --subject {wildcards.subject} --backend {params.backend}"
-        " --max-hand-offset {params.max_hand_offset} > {log} 2>&1"
+        " --subject {wildcards.subject} --settings {params.settings:q} > {log} 2>&1"
 
 
 # DensePose's IUV images travel in the pose chunks (backend densepose); this joins them.
@@ -64,15 +56,19 @@ rule merge_densepose:
     output:
         iuv="results/densepose/{subject}/iuv.npy",
         index="results/densepose/{subject}/index.parquet",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.iuv),
     log:
         "logs/merge_densepose/{subject}.log",
+    benchmark:
+        "logs/benchmarks/merge_densepose/{subject}.tsv"
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=resources("pose")["mem_mb"],
+        runtime=resources("pose")["runtime"],
     shell:
-        "python -m steps.backends.densepose merge {input.chunks} --out-dir results/densepose/{wildcards.subject}"
+        "python -m steps.backends.densepose merge {input.chunks} --out-dir {params.out_dir}"
         " --subject {wildcards.subject} --pose {input.pose} > {log} 2>&1"
 
 
@@ -82,17 +78,15 @@ rule smooth_pose:
     output:
         pose="results/pose_smooth/{subject}.parquet",
     params:
-        c=config["smooth"],
+        settings=settings("smooth"),
     log:
         "logs/smooth_pose/{subject}.log",
+    benchmark:
+        "logs/benchmarks/smooth_pose/{subject}.tsv"
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=resources("smooth")["mem_mb"],
+        runtime=resources("smooth")["runtime"],
     shell:
-        "python -m steps.smooth --pose {input.pose} --out {output.pose} --method {params.c[method]}"
-        " --window {params.c[window]} --sigma {params.c[sigma]} --max-gap {params.c[max_gap]}"
-        " --min-confidence {params.c[min_confidence]}"
-        " --one-euro-min-cutoff {params.c[one_euro_min_cutoff]}"
-        " --one-euro-beta {params.c[one_euro_beta]} > {log} 2>&1"
+        "python -m steps.smooth --pose {input.pose} --out {output.pose} --settings {params.settings:q} > {log} 2>&1"

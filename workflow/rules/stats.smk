@@ -15,28 +15,22 @@ rule subject_stats:
             category="Subject statistics",
         ),
     params:
-        c=config["stats"],
+        settings=settings("stats"),
         # coverage warnings only for transfer targets: their frames train the GANs
-        warn=lambda w: (
-            f"--warn-face-below {config['stats']['warn_face_below']}"
-            f" --warn-hands-below {config['stats']['warn_hands_below']}"
-            if w.subject in TARGETS
-            else ""
-        ),
+        target=lambda w: "--target" if w.subject in TARGETS else "",
     log:
         "logs/subject_stats/{subject}.log",
+    benchmark:
+        "logs/benchmarks/subject_stats/{subject}.tsv"
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=resources("stats")["mem_mb"],
+        runtime=resources("stats")["runtime"],
     shell:
         "python -m steps.stats --pose {input.pose} --json {output.json} --table {output.table}"
-        " --plot {output.plot} --min-confidence {params.c[min_confidence]}"
-        " --far-percentile {params.c[far_percentile]}"
-        " --close-percentile {params.c[close_percentile]} --band {params.c[band]}"
-        " --coverage-plot {output.coverage} {params.warn} > {log} 2>&1;"
-        " grep '^WARNING' {log} >&2 || true"
+        " --plot {output.plot} --coverage-plot {output.coverage} --settings {params.settings:q} {params.target}"
+        " > {log} 2>&1; grep '^WARNING' {log} >&2 || true"
 
 
 rule normalize_pose:
@@ -47,17 +41,18 @@ rule normalize_pose:
     output:
         pose="results/normalized/{source}__{target}.parquet",
     params:
-        c=config["normalize"],
-        min_conf=config["stats"]["min_confidence"],
+        settings=settings("normalize"),
+        stats=settings("stats"),
     log:
         "logs/normalize_pose/{source}__{target}.log",
+    benchmark:
+        "logs/benchmarks/normalize_pose/{source}__{target}.tsv"
     conda:
         "../../envs/cpu.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=resources("normalize")["mem_mb"],
+        runtime=resources("normalize")["runtime"],
     shell:
         "python -m steps.normalize --pose {input.pose} --source-stats {input.source_stats}"
         " --target-stats {input.target_stats} --out {output.pose}"
-        " --smooth-window {params.c[smooth_window]} --horizontal {params.c[horizontal]}"
-        " --min-confidence {params.min_conf} > {log} 2>&1"
+        " --settings {params.settings:q} --stats-settings {params.stats:q} > {log} 2>&1"

@@ -19,12 +19,15 @@ rule render_synth:
         height=config["frames"]["height"],
     log:
         "logs/synth/{name}.log",
+    benchmark:
+        "logs/benchmarks/render_synth/{name}.tsv"
     conda:
         "../../envs/cpu.yaml"
     threads: 1
+    # a rendered video is made like a decoded one: the frames section's resources
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=resources("frames")["mem_mb"],
+        runtime=resources("frames")["runtime"],
     shell:
         "python -m steps.synth --preset {params.preset} --seconds {params.seconds}"
         " --fps {params.fps} --width {params.width} --height {params.height}"

@@ -32,7 +32,7 @@ rule train_generator:
         out_dir=lambda wildcards, output: os.path.dirname(output.generator),
         ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.generator), "checkpoints"),
         settings=settings("train"),
-        labels=json.dumps(config["labels"]),
+        labels=settings("labels"),
         # torchrun (DDP, one process per GPU) when the job gets more than one GPU
         launcher=(
             f"torchrun --standalone --nproc_per_node={resources('train')['gpus']} -m steps.train"
@@ -71,7 +71,7 @@ use rule train_generator as train_generator_no_temporal with:
         out_dir=lambda wildcards, output: os.path.dirname(output.generator),
         ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.generator), "checkpoints"),
         settings=settings("train", model={**config["train"]["model"], "temporal": False}),
-        labels=json.dumps(config["labels"]),
+        labels=settings("labels"),
         launcher="python -m steps.train",
         iuv=iuv_flag,
         threads_per_process=lambda wildcards, threads: threads,

@@ -1,0 +1,91 @@
+"""How long a GAN training would take on this CPU, and a stop before it starts when that is days.
+
+The paper's networks on a 2-core CPU take about 15 s per step at 512x256, so 20,000 steps is
+weeks; nothing in a training log says so until hours have gone. Before the first step the
+trainers count the FLOPs of one step (the generator and discriminator forward and backward,
+counted on the meta device: nothing is allocated) and divide by this CPU's measured speed on a
+convolution of the size the paper's networks are made of. That is a lower bound: the VGG loss,
+the data and the optimizer come on top (measured: 15.2 s per paper step at 512x256 where this
+estimates 13 to 20 s, depending on what else the machine is doing).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models import (FaceModelConfig, ModelConfig, PairGenerator, build_discriminator, build_face_models,
+                     build_generator, d_input)
+
+
+class TooSlowForCPU(RuntimeError):
+    """A training whose estimated time on this CPU is over its cpu_hours_limit."""
+
+
+def _flops(run) -> float:
+    with FlopCounterMode(display=False) as fc:
+        run()
+    return float(fc.get_total_flops())
+
+
+def train_step_flops(mc: ModelConfig, height: int, width: int, batch: int = 1) -> float:
+    """FLOPs of one pair step: G on both frames, D on fake (for G, then for D) and real, backward."""
+    with torch.device("meta"):
+        g, d = PairGenerator(build_generator(mc), mc.temporal), build_discriminator(mc)
+        y = torch.zeros(batch, mc.label_ch, height, width)
+        x = torch.zeros(batch, 3, height, width)
+
+    def step():
+        fake_t, fake_t1 = g(y, y)
+        fake = d_input(y, y, fake_t, fake_t1, mc.temporal)
+        sum(o[-1].mean() for o in d(fake)).backward()
+        real = d_input(y, y, x, x, mc.temporal)
+        (sum(o[-1].mean() for o in d(real)) + sum(o[-1].mean() for o in d(fake.detach()))).backward()
+
+    return _flops(step)
+
+
+def face_step_flops(fc: FaceModelConfig, box: int, batch: int) -> float:
+    """FLOPs of one face GAN step on `batch` crops of `box` pixels."""
+    with torch.device("meta"):
+        g, d = build_face_models(fc)
+        y = torch.zeros(batch, 3, box, box)
+
+    def step():
+        fake = torch.cat([y, g.refine(y, y)], 1)
+        sum(o[-1].mean() for o in d(fake)).backward()
+        real = torch.cat([y, y], 1)
+        (sum(o[-1].mean() for o in d(real)) + sum(o[-1].mean() for o in d(fake.detach()))).backward()
+
+    return _flops(step)
+
+
+def cpu_flops_per_second(seconds: float = 0.3) -> float:
+    """This CPU's speed (torch's threads as set) on a 256-channel 3x3 convolution at 64x64,
+    forward and backward: the width and size that most of the paper's networks' work is done at."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1)
+    x = torch.randn(1, 256, 64, 64, requires_grad=True)
+    per_run = _flops(lambda: conv(x).sum().backward())
+    conv(x).sum().backward()  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        conv(x).sum().backward()
+        n += 1
+    return per_run * n / (time.perf_counter() - t0)
+
+
+def hours(flops_per_step: float, steps: int, speed: float) -> float:
+    return flops_per_step * steps / speed / 3600
+
+
+def check_cpu_hours(estimate_h: float, limit_h: float | None, what: str, key: str) -> str:
+    """The log line of an estimate; TooSlowForCPU when it is over `limit_h` (None: no limit)."""
+    line = f"{what} on this CPU: at least {estimate_h:.1f} hours (estimated from its FLOPs and this CPU's speed)"
+    if limit_h is not None and estimate_h > limit_h:
+        raise TooSlowForCPU(
+            f"{line}, over {key} = {limit_h:g} h. On a machine without a GPU use the small networks: "
+            f"`preset: cpu` in config/config.yaml (about 20 minutes on 2 cores), or smaller sizes or fewer steps; "
+            f"set {key}: null to train anyway."
+        )
+    return line
