@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -46,6 +46,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/pose.py
+
+# What benchmarks/gpu.py needs on a GPU machine (issue 19): ../shared/data/clips/model_target.mp4
+# and dancer_source.mp4 through the workflow's first half, packed into gpu_bundle/ (< 60 MiB).
+# Then, on the GPU: python benchmarks/gpu.py --bundle gpu_bundle --out OUT --budget 480
+gpu-bundle: $(STAMP)
+	$(BIN)/python benchmarks/gpu_bundle.py --out gpu_bundle
 
 clean:
 	rm -rf results logs .snakemake
