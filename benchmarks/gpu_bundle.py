@@ -129,6 +129,7 @@ def prepare(target: str, source: str, work: Path, width: int, height: int, fps: 
     source with Snakemake in `work`; returns the paths pack() needs."""
     import yaml
 
+    work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     cfg = {"subjects": {"target": {"video": str(Path(target).resolve())},
                         "source": {"video": str(Path(source).resolve())}},
