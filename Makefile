@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -49,6 +49,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/pose.py
+
+# What benchmarks/gpu.py needs on a GPU machine (issue 19): ../shared/data/clips/model_target.mp4
+# and dancer_source.mp4 through the workflow's first half, packed into gpu_bundle/ (< 60 MiB).
+# Then, on the GPU: python benchmarks/gpu.py --bundle gpu_bundle --out OUT --budget 480
+# .whl/: ffmpeg for the GPU machine's Python 3.12 (30 MB; carry it too when the two fit in 64 MiB):
+# without it gpu.py's transfer table stops before the encoders and end to end.
+gpu-bundle: $(STAMP)
+	$(BIN)/python benchmarks/gpu_bundle.py --out gpu_bundle
+	-$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+		-d .whl imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0
 
 clean:
 	rm -rf results logs .snakemake $(DEMO)/results $(DEMO)/logs $(DEMO)/.snakemake

@@ -9,6 +9,7 @@ Every variant starts from the same seed and is timed in the same process:
   eager              fp32, contiguous (NCHW), no compile: the baseline (ratio 1.00)
   channels_last      fp32, channels_last
   bf16               bf16 autocast over G and VGG (CUDA only; D stays fp32, as in training)
+  bf16+cl            bf16 + channels_last, no compile: the schema's defaults (CUDA only)
   bf16+cl+compile    bf16 + channels_last + torch.compile of G and D (train.compile: default; on
                      CPU autocast is off in the project, so this runs fp32 channels_last + compile)
   bf16+cl+graphs     the same with mode reduce-overhead: CUDA graphs replay the step's kernels
@@ -17,17 +18,24 @@ Every variant starts from the same seed and is timed in the same process:
 Compiled variants keep Inductor's cache in --compile-cache (as train.compile_cache does), so a
 second run of the benchmark shows the warm-up of a rerun of the rule.
 
+`--batch-sizes 1 max`: "max" is the largest batch that fits, found by doubling from 2 (one fp32
+eager step each, the hungriest variant, so every variant fits it) until the device runs out of
+memory or --max-batch.
+
 FLOPs are counted once per size and batch with torch.utils.flop_counter.FlopCounterMode around
 one eager step; TFLOP/s = FLOPs / (s/step) and "% peak" against --peak-tflops (default 989:
 H100 SXM bf16 dense; on a CPU the fraction only compares variants).
 
     python benchmarks/train.py                                   # CPU: 256x128, paper model
     python benchmarks/train.py --device cuda --sizes 512x256 1024x512 --batch-sizes 1 2 4 8
+    python benchmarks/train.py --device cuda --only bf16 bf16+cl --batch-sizes 1 max --csv train.csv
     python benchmarks/train.py --set train.model.ngf=8 --set train.vgg=false --steps 1   # seconds
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import gc
 import math
 import sys
 import tempfile
@@ -50,6 +58,7 @@ VARIANTS = {  # name: (bf16, channels_last, torch.compile mode)
     "eager": (False, False, None),
     "channels_last": (False, True, None),
     "bf16": (True, False, None),
+    "bf16+cl": (True, True, None),
     "bf16+cl+compile": (True, True, "default"),
     "bf16+cl+graphs": (True, True, "reduce-overhead"),
 }
@@ -57,7 +66,7 @@ COLUMNS = ["size", "batch", "variant", "s/step", "frames/s", "vs eager", "TFLOP/
 
 
 def variants(cuda: bool, only=None) -> list[str]:
-    names = [n for n in VARIANTS if cuda or n != "bf16"]
+    names = [n for n in VARIANTS if cuda or n not in ("bf16", "bf16+cl")]
     return [n for n in names if not only or n in only or n == "eager"]
 
 
@@ -116,10 +125,33 @@ def count_flops(b: Bench) -> float:
     return float(fc.get_total_flops())
 
 
+def fits(cfg: TrainConfig, h: int, w: int, batch: int, device, tmp: Path, cache: str) -> bool:
+    """Whether one fp32 eager training step at `batch` fits in the device's memory."""
+    try:
+        Bench(cfg, h, w, batch, device, "eager", tmp, cache).step()
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def largest_batch(cfg: TrainConfig, h: int, w: int, device, tmp: Path, cache: str, cap: int) -> int:
+    """The largest power of two up to `cap` whose training step fits (1 when none above it does)."""
+    best, b = 1, 2
+    while b <= cap and fits(cfg, h, w, b, device, tmp, cache):
+        best, b = b, 2 * b
+    return best
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=None, help="WxH (default 256x128 on CPU, 512x256 1024x512 on CUDA)")
-    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="pairs per step")
+    ap.add_argument("--batch-sizes", nargs="+", default=["1"], help="pairs per step; 'max': the largest that fits")
+    ap.add_argument("--max-batch", type=int, default=64, help="the largest batch 'max' tries")
+    ap.add_argument("--csv", default=None, help="also append each row to this CSV as it is measured")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps (compilation happens here)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps")
@@ -153,7 +185,16 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             w, h = (int(v) for v in size.lower().split("x"))
+            done = set()
             for batch in a.batch_sizes:
+                if batch == "max":
+                    batch = largest_batch(cfg, h, w, device, Path(tmp), a.compile_cache, a.max_batch)
+                    print(f"{size}: largest batch that fits: {batch} (tried powers of two up to {a.max_batch})",
+                          flush=True)
+                batch = int(batch)
+                if batch in done:
+                    continue
+                done.add(batch)
                 base = flops = None
                 for name in variants(cuda, a.only):
                     if cuda:
@@ -171,9 +212,20 @@ def main(argv=None):
                                  "peak GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
                                  "warm-up s": tw})
                     print(f"  {size} batch {batch} {name}: {dt:.4f} s/step", file=sys.stderr, flush=True)
+                    if a.csv:
+                        append_csv(a.csv, rows[-1])
                     del b
                 print(f"{size} batch {batch}: {flops / 1e9:.2f} GFLOP per step", flush=True)
     print(markdown(rows, COLUMNS))
+
+
+def append_csv(path, row: dict) -> None:
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
 
 
 if __name__ == "__main__":

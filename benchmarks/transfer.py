@@ -20,6 +20,7 @@ precision. The poses are a rendered dancer's (steps.synth).
 
     python benchmarks/transfer.py --face                              # CPU: tiny, seconds
     python benchmarks/transfer.py --device cuda --size 1024x512 --paper --face --bf16 --frames 240
+    python benchmarks/transfer.py ... --no-encode   # a machine without ffmpeg: the first three rows only
 """
 from __future__ import annotations
 
@@ -106,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--paper", action="store_true", help="the paper's networks (default: tiny ones)")
     ap.add_argument("--face", action="store_true", help="add the face GAN (untrained) to the generator and end to end")
     ap.add_argument("--bf16", action="store_true", help="models saved as trained with bf16: autocast on CUDA")
+    ap.add_argument("--no-encode", action="store_true",
+                    help="stop after the generator rows (no H.264: a machine without ffmpeg)")
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
     if a.threads:
@@ -116,8 +119,6 @@ def main(argv=None):
     from steps.generator import FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device
     from steps.posetable import write_pose
     from steps.synth import make_clip
-    from steps.transfer import panels, transfer
-    from steps.video import write_video
 
     dev = pick_device(a.device)
     if dev.type == "cuda":
@@ -147,19 +148,29 @@ def main(argv=None):
         frames = timer.run("generator", lambda: list(generate_sequence(g, labels, dev, bf16=a.bf16)))
         if face is not None:
             timer.run("generator + face", lambda: list(generate_sequence(g, labels, dev, bf16=a.bf16, face=face)))
-        timer.run("encode transfer", lambda: write_video(tmp / "enc.mp4", frames, fps))
-        items = [(i, lab, f) for i, (lab, f) in enumerate(zip(labels, frames))]
-        held = np.zeros(len(items), bool)
-        timer.run("side-by-side", lambda: write_video(tmp / "sbs_enc.mp4", panels(items, None, held, set(), tmp), fps))
-        timer.run("end to end", lambda: transfer(tmp / "pose.parquet", tmp / "generator.pt", tmp / "out.mp4",
-                                                 tmp / "sbs.mp4", tmp / "stills", tmp / "frames.csv",
-                                                 face_path=tmp / "face.pt" if a.face else None, device=str(dev),
-                                                 progress=False)["frames"])
+        if not a.no_encode:
+            encoders(timer, tmp, labels, frames, fps, dev, a.face)
     ratio = timer.relative_to("generator + face" if a.face else "generator")
     print(f"torch {torch.__version__}; generator {mcfg}; face {fcfg}; {w * h} px label maps")
     print(markdown(timer.rows, COLUMNS))
-    print(f"end to end / {'generator + face' if a.face else 'generator'} alone: {ratio:.2f} "
-          f"(1.0: the label renderer and the encoders are fully hidden)")
+    if not a.no_encode:
+        print(f"end to end / {'generator + face' if a.face else 'generator'} alone: {ratio:.2f} "
+              f"(1.0: the label renderer and the encoders are fully hidden)")
+
+
+def encoders(timer: Timer, tmp: Path, labels, frames, fps: float, dev, face: bool) -> None:
+    """The rows that need ffmpeg: both encoders alone and transfer end to end."""
+    from steps.transfer import panels, transfer
+    from steps.video import write_video
+
+    timer.run("encode transfer", lambda: write_video(tmp / "enc.mp4", frames, fps))
+    items = [(i, lab, f) for i, (lab, f) in enumerate(zip(labels, frames))]
+    held = np.zeros(len(items), bool)
+    timer.run("side-by-side", lambda: write_video(tmp / "sbs_enc.mp4", panels(items, None, held, set(), tmp), fps))
+    timer.run("end to end", lambda: transfer(tmp / "pose.parquet", tmp / "generator.pt", tmp / "out.mp4",
+                                             tmp / "sbs.mp4", tmp / "stills", tmp / "frames.csv",
+                                             face_path=tmp / "face.pt" if face else None, device=str(dev),
+                                             progress=False)["frames"])
 
 
 if __name__ == "__main__":

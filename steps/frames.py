@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -34,6 +35,25 @@ from .atomic import atomic_output
 from .video import FFMPEG, VideoError, probe
 
 NPY_HEADER_LEN = 128  # fixed, so the frame count can be patched in after streaming
+
+log = logging.getLogger(__name__)
+
+# What ffmpeg says (and still exits 0) when the file itself is damaged: a cut download or copy,
+# a broken index. Lower case; matched against its error-level output.
+DAMAGE_SIGNS = ("partial file", "invalid nal unit size", "error splitting the input into nal units",
+                "moov atom not found", "packet corrupt", "corrupt input packet", "truncat",
+                "invalid data found when processing input", "decoding error", "error while decoding")
+
+
+def damage_lines(stderr: str) -> list[str]:
+    """ffmpeg's lines that say the input is damaged (not merely unusual)."""
+    return [ln for ln in stderr.splitlines() if any(s in ln.lower() for s in DAMAGE_SIGNS)]
+
+
+def frames_missing(n: int, expected: int) -> bool:
+    """Whether `n` decoded frames fall short of the `expected` ones by more than rounding and
+    container slack allow (3 frames or 2%, whichever is more)."""
+    return expected - n > max(3, 0.02 * expected)
 
 
 def scale_filter(width: int, height: int, resize: str) -> str:
@@ -110,7 +130,13 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
         raise VideoError(f"{who}{e}") from None
     if end is not None and end <= start:
         raise VideoError(f"{who}end ({end}) must be after start ({start}) for {video}")
-    span = (min(end, info.duration_s) if end else info.duration_s) - start
+    real_end = info.duration_s
+    if real_end > 0 and start >= real_end:
+        raise VideoError(f"{who}start ({start}) is at or past the end of {video}, which ends at {real_end:.2f} s")
+    if end is not None and real_end > 0 and end > real_end + 1 / fps:
+        log.warning("%send (%s s) is past the end of %s, which ends at %.2f s: decoding to %.2f s",
+                    who, end, video, real_end, real_end)
+    span = (min(end, real_end) if end and real_end > 0 else end or real_end) - start
     expected = max(1, int(round(span * fps))) if span > 0 else None
 
     out_dir = Path(out_dir)
@@ -124,6 +150,13 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
         if n == 0:
             raise VideoError(f"{who}no frames decoded from {video}"
                              f" (start={start}, end={end}, duration={info.duration_s:.2f}s){': ' + err[-300:] if err else ''}")
+        damaged = damage_lines(err)
+        if damaged or (expected and frames_missing(n, expected)):
+            said = "; ".join(dict.fromkeys(ln.split("] ")[-1] for ln in damaged))[:300]
+            raise VideoError(
+                f"{who}{video} looks damaged (cut short or corrupt): decoded {n} frames ({n / fps:.2f} s) of the "
+                f"{expected} expected from {start:.2f} s to {start + span:.2f} s"
+                f"{'; ffmpeg: ' + said if said else ''}. Copy or export the video again; nothing was written")
         t = np.arange(n, dtype=np.float64) / fps
         table = pa.Table.from_pandas(pd.DataFrame({
             "frame": np.arange(n, dtype=np.int32),

@@ -82,16 +82,37 @@ def test_bad_videos_raise_clear_errors_and_leave_nothing(kind, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_truncated_video_decodes_its_good_part(tmp_path):
+def test_truncated_video_with_index_first_is_refused_and_leaves_no_store(tmp_path):
+    # A download or copy cut short. With the index (moov) at the start, ffmpeg decodes the frames
+    # that are there, complains on stderr and exits 0; the store must not pass for a whole video.
     src = tmp_path / "full.mp4"
-    rng = np.random.default_rng(0)  # noise makes every frame big, so half the bytes is ~half the frames
+    rng = np.random.default_rng(0)  # noise makes every frame big, so 30% of the bytes is ~30% of the frames
     write_video(src, [rng.integers(0, 255, (120, 160, 3), np.uint8) for _ in range(40)], fps=10)
     data = src.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart: the index comes first
     cut = tmp_path / "cut.mp4"
-    # keep the moov atom (faststart puts it first) and the first half of the frame data
-    cut.write_bytes(data[: len(data) // 2])
-    n = decode_frames(str(cut), tmp_path / "f", 10, 64, 64, subject="cut")
-    assert 5 <= n < 40
+    cut.write_bytes(data[: len(data) * 3 // 10])
+    out = tmp_path / "f"
+    with pytest.raises(VideoError) as e:
+        decode_frames(str(cut), out, 10, 64, 64, subject="cut")
+    msg = str(e.value)
+    assert "'cut'" in msg and str(cut) in msg and "damaged" in msg and "of the 40 expected" in msg
+    assert not out.exists() or not any(out.iterdir())
+    assert decode_frames(str(src), out, 10, 64, 64) == 40  # the whole file still decodes
+
+
+def test_trim_end_past_the_video_warns_with_the_real_end(box_video, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="steps.frames"):
+        n = decode_frames(str(box_video), tmp_path / "t", 10, 64, 64, start=1.0, end=60.0, subject="box")
+    assert n == 20  # the 3-s video from 1 s: what is there, not refused
+    assert "end (60.0 s) is past the end" in caplog.text and "ends at 3.00 s" in caplog.text
+    assert "'box'" in caplog.text and str(box_video) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="steps.frames"):
+        decode_frames(str(box_video), tmp_path / "u", 10, 64, 64, end=3.0)
+    assert caplog.text == ""  # the exact end is no warning
+    with pytest.raises(VideoError, match="ends at 3.00 s"):
+        decode_frames(str(box_video), tmp_path / "v", 10, 64, 64, start=5.0)
 
 
 def test_real_clip_decodes_faster_than_realtime_with_rotation_upright(tmp_path):
