@@ -336,10 +336,10 @@ def score_transfer(video, pose_path, target_frames, target_pose, max_frames: int
         return (resize_frame(f, h, w) for f in real[:m])
 
     rows = []
-    for name, frames, p, k in (("transfer", lambda: read_video(video, n), pose, n),
-                               ("target real frames", real_frames, tpose, m)):
-        det = run_backend(frames(), k, backend=backend)
-        rows.append(score_row(name, det, scale_pose_parts(p, slice(0, k), h, w), temporal_change(frames()),
+    for name, frames, p, count in (("transfer", lambda: read_video(video, n), pose, n),
+                                   ("target real frames", real_frames, tpose, m)):
+        det = run_backend(frames(), count, backend=backend)
+        rows.append(score_row(name, det, scale_pose_parts(p, slice(0, count), h, w), temporal_change(frames()),
                               min_conf, found_conf))
         log.info("%s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()})
     facts = {"video": str(video), "frames_total": pose.n_frames, "scored": n, "real_scored": m, "width": w, "height": h,

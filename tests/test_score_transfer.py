@@ -121,3 +121,31 @@ def test_the_rule_scores_every_transfer_in_the_dag(tmp_path):
     for pair in ("a__b", "b__a"):
         assert f"results/eval/{pair}_transfer.csv" in r.stdout
     assert '"min_person_found": 0.7' in snakemake(tmp_path, "-n", "-p", "results/eval/a__b_transfer.csv").stdout
+
+
+@pytest.mark.slow
+def test_the_rule_on_a_ghost_warns_in_its_log_and_on_the_terminal(files, tmp_path):
+    """score_transfer run by Snakemake on existing inputs (noise as the transfer): the job
+    succeeds, writes its table, and its WARNING is in the log and in Snakemake's own output."""
+    import shutil
+
+    # each file newer than the ones it is made from, so nothing upstream is out of date
+    for age, (src, dst) in enumerate((("frames.npy", "results/frames/b/frames.npy"),
+                                      ("truth.parquet", "results/pose_smooth/b.parquet"),
+                                      ("truth.parquet", "results/normalized/a__b.parquet"),
+                                      ("noise.mp4", "results/transfer/a__b.mp4"))):
+        (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(files / src, tmp_path / dst)
+        os.utime(tmp_path / dst, (1000 + age, 1000 + age))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mp4").write_bytes(b"")   # older than the results: nothing upstream reruns
+        os.utime(tmp_path / f"{name}.mp4", (1, 1))
+    write_config(tmp_path, {"subjects": {"a": {"video": "a.mp4"}, "b": {"video": "b.mp4"}},
+                            "transfers": [{"source": "a", "target": "b"}]})
+    r = snakemake(tmp_path, "--cores", "1", "results/eval/a__b_transfer.csv")
+    assert re.search(r"^score_transfer\s+1$", r.stdout, re.M) and not re.search(r"^transfer\s+1$", r.stdout, re.M)
+    df = pd.read_csv(tmp_path / "results/eval/a__b_transfer.csv").set_index("row")
+    assert df.loc["transfer", "person_found"] <= 0.1
+    line = "evaluate WARNING results/transfer/a__b.mp4: the person is found in"
+    assert line in (tmp_path / "logs/score_transfer/a__b.log").read_text()
+    assert line in r.stdout
