@@ -18,6 +18,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/face.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/score.smk"
 
 
 rule all:

@@ -3,6 +3,7 @@ change between consecutive frames. Used by evaluate (the paper's table) and by t
 held-out validation, so both measure the same thing."""
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -72,11 +73,10 @@ class Perceptual:
 
 
 def temporal_change(frames) -> float:
-    """Mean absolute difference between consecutive frames, 0..255 (NaN for fewer than 2)."""
-    if len(frames) < 2:
-        return float("nan")
-    return float(np.mean([np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean()
-                          for i in range(len(frames) - 1)]))
+    """Mean absolute difference between consecutive frames, 0..255 (NaN for fewer than 2). Any
+    iterable, read once: a video streams through without being held in memory."""
+    d = [np.abs(b.astype(np.int16) - a.astype(np.int16)).mean() for a, b in itertools.pairwise(frames)]
+    return float(np.mean(d)) if d else float("nan")
 
 
 def held_out_metrics(fake: list[np.ndarray], real: list[np.ndarray], perceptual: Perceptual | None) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import ffmpeg
 import imageio_ffmpeg
@@ -67,6 +67,19 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise
     except Exception as e:  # av raises many types (InvalidDataError, ...): name the file
         raise VideoError(f"{path} is not a readable video: {e}") from e
+
+
+def read_video(path: str | os.PathLike, limit: int | None = None) -> Iterator[np.ndarray]:
+    """The frames of a video as stored (RGB uint8, no rotation applied), one at a time; at most
+    `limit`. For the pipeline's own outputs (transfer videos), which carry no rotation."""
+    import av
+
+    probe(path)  # a missing, empty or unreadable file: an error that names it
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if limit is not None and i >= limit:
+                return
+            yield frame.to_ndarray(format="rgb24")
 
 
 def _rotation(container, stream) -> int:

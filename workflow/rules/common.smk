@@ -125,6 +125,7 @@ def all_targets():
     targets = prepare_targets()
     targets += expand("results/transfer/{pair}.mp4", pair=PAIRS)
     targets += expand("results/eval/{target}.csv", target=TARGETS)
+    targets += expand("results/eval/{pair}_transfer.csv", pair=PAIRS)
     return targets
 
 
