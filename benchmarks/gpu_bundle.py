@@ -31,6 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import read_video_cv2  # noqa: E402
 
 VIDEO, POSE, TRANSFER_POSE, VGG, MANIFEST = ("target.mp4", "target_pose.parquet", "transfer_pose.parquet",
                                              "vgg16_fp16.pth", "bundle.json")
@@ -54,23 +57,6 @@ def encode_yuv444(frames: np.ndarray, path: Path, fps: float, crf: int = 12) -> 
         proc.stdin.close()
         if proc.wait() != 0:
             raise RuntimeError(f"ffmpeg failed encoding {path}")
-
-
-def read_video_cv2(path) -> np.ndarray:
-    """Every frame of a video, decoded by OpenCV (what the GPU machine has), RGB uint8 (N, H, W, 3)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        raise ValueError(f"OpenCV could not read any frame of {path}")
-    return np.stack(frames)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

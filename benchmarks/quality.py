@@ -109,9 +109,18 @@ def frames_store(path: str, out: Path) -> Path:
     p = Path(path)
     if p.suffix == ".npy":
         return p
-    import cv2
+    frames = read_video_cv2(p)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "frames.npy", frames)
+    return out / "frames.npy"
 
-    cap = cv2.VideoCapture(str(p))
+
+def read_video_cv2(path):
+    """Every frame of a video decoded by OpenCV (no ffmpeg binary or PyAV), RGB uint8 (N, H, W, 3)."""
+    import cv2
+    import numpy as np
+
+    cap = cv2.VideoCapture(str(path))
     frames = []
     while True:
         ok, bgr = cap.read()
@@ -120,10 +129,8 @@ def frames_store(path: str, out: Path) -> Path:
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     cap.release()
     if not frames:
-        raise SystemExit(f"OpenCV could not read any frame of {p}")
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "frames.npy", np.stack(frames))
-    return out / "frames.npy"
+        raise SystemExit(f"OpenCV could not read any frame of {path}")
+    return np.stack(frames)
 
 
 def held_out_table(loss_csv) -> list[dict]:
