@@ -26,10 +26,11 @@ rule score_transfer:
         "logs/benchmarks/score_transfer/{source}__{target}.tsv"
     conda:
         "../../envs/cpu.yaml"
-    threads: 2
+    # the work is pose detection (MediaPipe on the CPU): the pose section's resources
+    threads: resources("pose")["threads"]
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=resources("pose")["mem_mb"],
+        runtime=resources("pose")["runtime"],
     shell:
         "python -m steps.evaluate score --video {input.video} --pose {input.pose}"
         " --target-frames {input.target_frames} --target-pose {input.target_pose}"
