@@ -84,7 +84,7 @@ def dancer(tmp_path_factory):
     pose = clip.truth("tgt", "target")
     write_pose(pose, d / "pose.parquet")
     cfg = TrainConfig.from_dict(dict(model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1), vgg=False,
-                                     workers=0, global_steps=8, val_fraction=0.2, val_samples=2, val_every=0,
+                                     workers=0, global_steps=8, val_fraction=0.2, val_samples=2, val_every=0, min_train_frames=2, min_val_frames=1,
                                      checkpoint_every=0, channels_last=False, device="cpu"))
     train(cfg, d / "frames.npy", pose, d / "g", d / "g/checkpoints", progress=False)
     return d, frames, pose
