@@ -45,17 +45,29 @@ def no_space(path, e: OSError) -> OSError:
                             f"(old checkpoints, results/ of other runs) and rerun; nothing was written there")
 
 
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error in an exception's chain (torch wraps it in its own RuntimeError)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def torch_to_file(obj, f, path) -> None:
     """torch.save into an open binary file; `path` names the destination in the error of a full
-    disk. Python's file writes raise OSError(ENOSPC) when the disk is full (torch's own writer
-    would raise an unreadable RuntimeError)."""
+    disk. Python's file writes raise OSError(ENOSPC) when the disk is full, which is told apart
+    from the RuntimeError torch then raises ("unexpected pos 163968 vs 163856")."""
     import torch
 
     try:
         torch.save(obj, f)
         f.flush()
-    except OSError as e:
-        raise (no_space(path, e) if e.errno in NO_SPACE else e) from e
+    except (OSError, RuntimeError) as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        raise no_space(path, full) from e
 
 
 def save_torch(path, obj) -> Path:
@@ -64,7 +76,9 @@ def save_torch(path, obj) -> Path:
             with open(tmp, "wb") as f:
                 torch_to_file(obj, f, path)
         except OSError as e:  # close() flushes the last buffer, and may be what finds the disk full
-            raise (no_space(path, e) if e.errno in NO_SPACE and "no space left" not in str(e) else e) from e
+            if e.errno in NO_SPACE and "no space left on the device to write" not in str(e):
+                raise no_space(path, e) from e
+            raise
     return Path(path)
 
 
