@@ -228,18 +228,42 @@ def data_fits_device(n_frames: int, height: int, width: int, channels: int, devi
     return n_frames * height * width * channels < torch.cuda.mem_get_info(device)[0] / 4
 
 
-def phase_data(cfg: TrainConfig, frames_path, pose, ph: Phase, render, n_train: int, device, mem):
-    """(FrameData at the phase's size, its training frames on the device or None)."""
-    data = FrameData(frames_path, pose, ph.height, ph.width, render)
-    if not data_fits_device(n_train, ph.height, ph.width, data.label(0).shape[-1] + IMG_CH, device, cfg.data_on_device):
+class Subjects(Dataset):
+    """The training pairs of one subject, or of several (the base), as one dataset: pair j is
+    pair j - offset of the subject whose range holds j, so a pair never spans two subjects and
+    one subject's pairs are FrameData's own."""
+
+    def __init__(self, datas: list[FrameData], n_train: list[int]):
+        self.datas, self.offsets = datas, np.cumsum([0] + [n - 1 for n in n_train])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def locate(self, j: int) -> tuple[int, int]:
+        """(subject, pair) of pair j."""
+        s = int(np.searchsorted(self.offsets, j, side="right")) - 1
+        return s, int(j - self.offsets[s])
+
+    def __getitem__(self, j: int):
+        s, i = self.locate(j)
+        return self.datas[s][i]
+
+
+def phase_data(cfg: TrainConfig, subjects: list, ph: Phase, device, mem):
+    """(each subject's FrameData at the phase's size, their training pairs as one dataset, the
+    training frames on the device or None: one subject's, when they fit)."""
+    datas = [FrameData(s.frames_path, s.pose, ph.height, ph.width, s.render) for s in subjects]
+    pairs, n_train = Subjects(datas, [s.n_train for s in subjects]), subjects[0].n_train
+    if len(subjects) > 1 or not data_fits_device(n_train, ph.height, ph.width, datas[0].label(0).shape[-1] + IMG_CH,
+                                                 device, cfg.data_on_device):
         log.info("data: rendered by %d loader workers", cfg.workers)
-        return data, None
-    device_data = DeviceData(data, n_train, device, mem)
+        return datas, pairs, None
+    device_data = DeviceData(datas[0], n_train, device, mem)
     log.info("data: %d frames and label maps on %s as uint8 (%.2f GiB)", n_train, device, device_data.nbytes / 2**30)
-    return data, device_data
+    return datas, pairs, device_data
 
 
-def batches(data: FrameData, device_data: DeviceData | None, sampler: StepSampler, cfg: TrainConfig, device, mem):
+def batches(data: Dataset, device_data: DeviceData | None, sampler: StepSampler, cfg: TrainConfig, device, mem):
     """The batches of sampler's steps, on the device."""
     if device_data is not None:
         for s in range(sampler.start, sampler.stop):
@@ -279,6 +303,14 @@ def validate(g: nn.Module, data: FrameData, tail: range, temporal: bool, device,
     picks = np.unique(np.linspace(0, len(tail) - 1, min(n_grid, len(tail))).round().astype(int))
     grid = np.concatenate([np.concatenate([labels[k][..., :LABEL_CH], fake[k], real[k]], 1) for k in picks], 0)
     return held_out_metrics(fake, real, perceptual), grid
+def validate_subjects(g: nn.Module, datas: list[FrameData], subjects: list, temporal: bool, device, bf16: bool,
+                      perceptual, n_grid: int) -> tuple[dict, np.ndarray]:
+    """`validate` on each subject's held-out tail: the mean of their metrics, their grids stacked."""
+    results = [validate(g, d, s.tail, temporal, device, bf16, perceptual, n_grid) for d, s in zip(datas, subjects)]
+    metrics = {k: float(np.mean([m[k] for m, _ in results])) for k in results[0][0]}
+    return metrics, np.concatenate([grid for _, grid in results], 0)
+
+
 # --- the step ---------------------------------------------------------------------------------
 
 def train_step(pair_run, d_run, run: Run, vgg, cfg: TrainConfig, batch, amp, aug=None, rng=None) -> dict:
@@ -421,16 +453,47 @@ def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: b
 
 
 @dataclass
-class Target:
-    """The training data of one target, checked: frames, poses, renderer, the split."""
+class Subject:
+    """One person's training data, checked: frames, poses, the renderer, the split."""
 
     frames_path: str
     pose: object
     render: Callable
-    iuv: bool
     n_train: int
     tail: range
+
+
+@dataclass
+class Target:
+    """What one generator is trained on: one subject (a target) or several (the base)."""
+
+    subjects: list[Subject]
+    iuv: bool
     fingerprint: dict
+    size: tuple[int, int]  # the frames' (height, width)
+
+    @property
+    def frames_path(self) -> str:
+        return ", ".join(s.frames_path for s in self.subjects)
+
+
+def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Callable | None) -> Target:
+    """data: (frames_path, pose or its path, iuv_path or None) of each subject."""
+    subjects, fingerprints, sizes, iuvs = [], [], set(), set()
+    for frames_path, pose, iuv_path in data:
+        frames, pose, iuv, rend = open_data(cfg, labels, frames_path, pose, iuv_path, render)
+        n = len(frames)
+        n_train, _ = split_frames(n, cfg, frames_path)
+        subjects.append(Subject(str(frames_path), pose, rend, n_train,
+                                range(n_train, min(n, n_train + (cfg.val_max_frames or n)))))
+        fingerprints.append(data_fingerprint(frames, pose, iuv))
+        sizes.add(frames.shape[1:3])
+        iuvs.add(iuv is not None)
+    if len(sizes) > 1:
+        raise ValueError(f"the frames of {', '.join(str(d[0]) for d in data)} have different sizes {sorted(sizes)}; "
+                         "decode them at one size (frames.width/height)")
+    fingerprint = fingerprints[0] if len(data) == 1 else {"subjects": fingerprints}
+    return Target(subjects, iuvs.pop(), fingerprint, sizes.pop())
 
 
 def starting_point(cfg: TrainConfig, labels: dict, ckpts: Checkpoints, target: Target, kind: str,
@@ -489,7 +552,7 @@ def fit_phase(cfg: TrainConfig, target: Target, labels: dict, ph: Phase, pi: int
         ckpts.best_path.unlink(missing_ok=True)  # the best model is chosen within the last phase
     origin = state.get("init_from") if state else start and start["from"]  # what the model started from
     fixed = {"phase": pi, "model": asdict(mcfg), "train": cfg.to_dict(), "labels": labels, "data": target.fingerprint,
-             "height": ph.height, "width": ph.width, "held_out_from": target.n_train, "init_from": origin}
+             "height": ph.height, "width": ph.width, "held_out_from": target.subjects[0].n_train, "init_from": origin}
     run = Run(g, d, opt_g, opt_d, cfg, ckpts, LossLog(ckpts.folder / "loss.csv", step, is_main), fixed, step, is_main)
     if resumed:
         run.restore(state, device)
@@ -497,19 +560,19 @@ def fit_phase(cfg: TrainConfig, target: Target, labels: dict, ph: Phase, pi: int
         log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d", ph.kind,
                  count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, run.step, ph.end)
     step_fn = phase_step(cfg, run, mcfg, device, mem, world, target.iuv)
-    data, device_data = phase_data(cfg, target.frames_path, target.pose, ph, target.render, target.n_train, device, mem)
+    datas, pairs, device_data = phase_data(cfg, target.subjects, ph, device, mem)
     perceptual = perceptual_metric(cfg, device) if is_main else None
     lr_G, lr_D, warmup = cfg.schedule()
     span = Span(ph.kind, ph.start, ph.end, min(ph.end, run.step + budget), lr_G, lr_D, warmup, cfg.sync_every, world,
                 "samples.png", progress)
 
     def batches_of(a: int, b: int):
-        sampler = StepSampler(target.n_train - 1, cfg.batch_size, cfg.seed, a, b, rank, world)
-        return batches(data, device_data, sampler, cfg, device, mem)
+        sampler = StepSampler(len(pairs), cfg.batch_size, cfg.seed, a, b, rank, world)
+        return batches(pairs, device_data, sampler, cfg, device, mem)
 
     try:
-        return run, fit(run, span, batches_of, step_fn, lambda: validate(
-            g, data, target.tail, mcfg.temporal, device, cfg.bf16, perceptual, cfg.val_samples))
+        return run, fit(run, span, batches_of, step_fn, lambda: validate_subjects(
+            g, datas, target.subjects, mcfg.temporal, device, cfg.bf16, perceptual, cfg.val_samples))
     finally:
         run.loss_log.close()
 
@@ -517,33 +580,41 @@ def fit_phase(cfg: TrainConfig, target: Target, labels: dict, ph: Phase, pi: int
 def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict | None = None,
           render: Callable | None = None, max_steps: int | None = None, progress: bool = True, iuv_path=None,
           base_path=BASE_MODEL) -> dict:
-    """Train (or resume) and write out_dir/{generator.pt, loss.csv, loss.png, samples.png}.
+    """Train (or resume) the generator of one target and write out_dir/{generator.pt, loss.csv,
+    loss.png, samples.png}. pose: PoseArrays or a path; iuv_path: its IUV store (labels.iuv
+    concat). See `train_subjects`."""
+    return train_subjects(cfg, [(frames_path, pose, iuv_path)], out_dir, ckpt_dir, labels, render, max_steps,
+                          progress, base_path)
 
-    pose: PoseArrays or a path. labels: the config's labels section (schema defaults when None).
-    render: a label renderer instead of the labels section's (tests). max_steps: stop after this
-    many steps in this call with a checkpoint and no final outputs. base_path: the model
-    train.init_from "base" names. Returns {"step", "done", "ended" (fit's reason: end,
-    max_steps, guard, signal), "signal" (its number or 0), "metrics" (last validation),
-    "best_step", "stopped" (the guard's message or ""), "generator", "discriminator"} (the
-    models in memory; None when nothing was trained in this call)."""
+
+def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, labels: dict | None = None,
+                   render: Callable | None = None, max_steps: int | None = None, progress: bool = True,
+                   base_path=BASE_MODEL) -> dict:
+    """Train (or resume) one generator on the subjects `data` ((frames_path, pose, iuv_path) each:
+    a target, or the several subjects of the base) and write out_dir/{generator.pt, loss.csv,
+    loss.png, samples.png}.
+
+    labels: the config's labels section (schema defaults when None). render: a label renderer
+    instead of the labels section's (tests). max_steps: stop after this many steps in this call
+    with a checkpoint and no final outputs. base_path: the model train.init_from "base" names.
+    Returns {"step", "done", "ended" (fit's reason: end, max_steps, guard, signal), "signal" (its
+    number or 0), "metrics" (last validation), "best_step", "stopped" (the guard's message or
+    ""), "generator", "discriminator"} (the models in memory; None when nothing was trained)."""
     from .settings import section
 
     labels = section("labels", labels)
     rank, world, device = setup_distributed(cfg)
     ckpts = Checkpoints(ckpt_dir, cfg.keep_checkpoints)
-    frames, pose, iuv, render = open_data(cfg, labels, frames_path, pose, iuv_path, render)
-    n, fh, fw = frames.shape[:3]
+    target = open_target(cfg, labels, data, render)
+    (fh, fw), n_train = target.size, [s.n_train for s in target.subjects]
     phases = plan_phases(cfg, cfg.height or fh, cfg.width or fw)
-    n_train, n_val = split_frames(n, cfg, frames_path)
-    target = Target(str(frames_path), pose, render, iuv is not None, n_train,
-                    range(n_train, min(n, n_train + (cfg.val_max_frames or n))), data_fingerprint(frames, pose, iuv))
     state, start = starting_point(cfg, labels, ckpts, target, phases[0].kind, base_path)
     step = state["step"] if state else 0
     if rank == 0:
         log.info("CUDA_VISIBLE_DEVICES=%s device=%s world_size=%d torch=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
                  device, world, torch.__version__)
-        log.info("%d frames of %dx%d: %d for training, the last %d held out; phases %s", n, fw, fh, n_train, n_val,
-                 [(p.kind, p.end - p.start, f"{p.width}x{p.height}") for p in phases])
+        log.info("%s: frames of %dx%d, %s for training, the rest held out; phases %s", target.frames_path, fw, fh,
+                 " + ".join(map(str, n_train)), [(p.kind, p.end - p.start, f"{p.width}x{p.height}") for p in phases])
         if state:
             log.info("resuming from %s (step %d of %d)", ckpts.loaded_from, step, phases[-1].end)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
