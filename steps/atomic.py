@@ -96,7 +96,10 @@ def load_torch(path, remedy: str, mmap: bool = False) -> dict:
         raise FileNotFoundError(f"{path} does not exist; {remedy}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as e:
+    except (PermissionError, IsADirectoryError):
+        raise
+    # a truncated file: torch's zip reader fails (RuntimeError), or memory-mapping it does (OSError)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as e:
         raise DamagedFile(path, remedy, e) from e
 
 

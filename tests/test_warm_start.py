@@ -155,3 +155,20 @@ def test_init_from_base_makes_train_generator_wait_for_train_base(data, tmp_path
     assert "rule train_base" in out and "rule train_generator" in out
     assert "--base results/models/_base/generator.pt" in out
     assert "results/frames/A/frames.npy results/frames/B/frames.npy" in out
+
+
+def test_the_warm_start_benchmark_runs_quick(tmp_path):
+    """benchmarks/warm_start.py --quick: synthetic dancers, a base of two, the third from the base
+    and from scratch, the table, the curves."""
+    import json
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/warm_start.py"), "--quick", "--out", str(tmp_path),
+                        "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "warm_start.json").read_text())
+    assert [x["step"] for x in res["curves"]["scratch"]] == [2, 4, 6, 8]
+    assert [x["step"] for x in res["curves"]["warm"]] == [2, 4]
+    assert all(np.isfinite(x["face_ssim"]) and 0 < x["ssim"] < 1 for c in res["curves"].values() for x in c)
+    assert "from the base" in (tmp_path / "warm_start.md").read_text()
+    assert (tmp_path / "warm_start.png").stat().st_size > 0
+    assert read_meta(tmp_path / "warm" / "generator.pt")["init_from"]["init_from"] == "base"
