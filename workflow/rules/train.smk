@@ -13,19 +13,11 @@
 # starts from its G and D when the target has no checkpoints of its own.
 
 
-def base_input(wildcards):
-    """{"base": the base model} when train.init_from is base, so train_generator waits for it."""
-    return {"base": BASE_MODEL} if config["train"]["init_from"] == "base" else {}
-
-
-def base_flag(wildcards, input):
-    return f"--base {input.base}" if "base" in input.keys() else ""
-
-
 rule train_generator:
     input:
         unpack(iuv_input("target")),
-        unpack(base_input),
+        # train.init_from: base waits for the base model (BASE_MODEL, base.smk)
+        unpack(lambda wildcards: {"base": BASE_MODEL} if config["train"]["init_from"] == "base" else {}),
         frames="results/frames/{target}/frames.npy",
         pose="results/pose_smooth/{target}.parquet",
     output:
@@ -55,7 +47,7 @@ rule train_generator:
             else "python -m steps.train"
         ),
         iuv=iuv_flag,
-        base=base_flag,
+        base=lambda wildcards, input: f"--base {input.base}" if "base" in input.keys() else "",
         threads_per_process=lambda wildcards, threads: max(1, threads // max(1, resources("train")["gpus"])),
     log:
         "logs/train/{target}.log",
