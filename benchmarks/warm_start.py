@@ -116,6 +116,12 @@ def curve(run_dir: Path, frames_path, pose, labels: dict) -> list[dict]:
     return rows
 
 
+def train_seconds(run_dir: Path) -> float:
+    import pandas as pd
+
+    return float(pd.read_csv(run_dir / "loss.csv")["time_s"].dropna().iloc[-1])
+
+
 def steps_to_reach(rows: list[dict], ssim_goal: float, lpips_goal: float) -> dict:
     """The first validation step at which a run reaches each goal (None: never)."""
     first = {}
@@ -125,13 +131,13 @@ def steps_to_reach(rows: list[dict], ssim_goal: float, lpips_goal: float) -> dic
     return first
 
 
-def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels: dict, base_path=None) -> tuple:
+def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels: dict, base_path=None) -> dict:
     t0 = time.perf_counter()
     cfg = TrainConfig.from_dict(settings)
     r = train(cfg, frames_path, pose_path, out / name, out / name / "checkpoints", labels, progress=False,
               base_path=base_path)
     log.info("%s: %d steps in %.0f s", name, r["step"], time.perf_counter() - t0)
-    return r, time.perf_counter() - t0
+    return r
 
 
 def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> str:
@@ -190,6 +196,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=0, help="train.finetune.warmup of the run from the base")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["warm", "scratch"], help="train only the base and the run from it, or only "
+                    "the scratch run (two processes side by side on two cores), and write no table; a run without "
+                    "--only then finds both trained (they resume as finished) and writes the table")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(a.threads)
@@ -205,17 +214,21 @@ def main(argv=None):
     from steps.settings import section
 
     labels = section("labels", labels)
-    t0 = time.perf_counter()
-    bcfg = base_config(settings, {"global_steps": a.base_steps})
-    train_base(bcfg, [data[s][0] for s in a.base], [data[s][1] for s in a.base], a.out / "_base",
-               a.out / "_base" / "checkpoints", labels, progress=False)
-    base_s = time.perf_counter() - t0
     frames_path, pose_path = data[a.target]
-    warm, warm_s = run_one("warm", {**settings, "global_steps": a.scratch_steps, "init_from": "base",
-                                    "finetune": {"steps": a.warm_steps, "warmup": a.warmup}},
-                           frames_path, pose_path, a.out, labels, a.out / "_base" / "generator.pt")
-    scratch, scratch_s = run_one("scratch", {**settings, "global_steps": a.scratch_steps}, frames_path, pose_path,
-                                 a.out, labels)
+    if a.only != "scratch":
+        bcfg = base_config(settings, {"global_steps": a.base_steps})
+        train_base(bcfg, [data[s][0] for s in a.base], [data[s][1] for s in a.base], a.out / "_base",
+                   a.out / "_base" / "checkpoints", labels, progress=False)
+        run_one("warm", {**settings, "global_steps": a.scratch_steps, "init_from": "base",
+                                     "finetune": {"steps": a.warm_steps, "warmup": a.warmup}},
+                            frames_path, pose_path, a.out, labels, a.out / "_base" / "generator.pt")
+    if a.only != "warm":
+        run_one("scratch", {**settings, "global_steps": a.scratch_steps}, frames_path, pose_path,
+                               a.out, labels)
+    if a.only:
+        return
+    # training time: the loss CSV's clock (seconds since its run started; a resumed run restarts it)
+    base_s, warm_s, scratch_s = (train_seconds(a.out / k) for k in ("_base", "warm", "scratch"))
     pose = read_pose(pose_path)
     curves = {k: curve(a.out / k, frames_path, pose, labels) for k in ("scratch", "warm")}
     goal = curves["scratch"][-1]
