@@ -93,12 +93,13 @@ def data_fingerprint(frames: np.ndarray, pose, iuv: np.ndarray | None = None) ->
 
 
 # Keys of a section that do not change what is trained: the step budget (raising it continues a
-# run), where and how fast it runs, how often it validates and checkpoints, and the keys about
-# starting points and minimum data. Everything else is the checkpoint's identity.
-NOT_IDENTITY = {"global_steps", "local_steps", "steps", "device", "workers", "data_on_device", "sync_every",
-                "channels_last", "compile", "compile_cache", "val_every", "val_samples", "val_max_frames",
-                "checkpoint_every", "keep_checkpoints", "continue_", "init_from", "resources", "min_train_frames",
-                "min_val_frames", "enabled", "finetune.steps"}
+# run), where and how fast it runs, how often it validates and checkpoints, the minimum data and
+# `continue` itself. Everything else is the checkpoint's identity, init_from included (it decides
+# the schedule: a fine-tune or a run from scratch).
+NOT_IDENTITY = {"global_steps", "local_steps", "steps", "finetune.steps", "device", "workers", "data_on_device",
+                "sync_every", "channels_last", "compile", "compile_cache", "val_every", "val_samples", "val_max_frames",
+                "checkpoint_every", "keep_checkpoints", "continue_", "resources", "min_train_frames", "min_val_frames",
+                "enabled"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
