@@ -90,8 +90,8 @@ def remedy(path) -> str:
     """What to do about a damaged model file: rerun the rule that writes it."""
     name = str(path)
     rule = "train_face" if name.endswith("face.pt") else "train_base" if "_base" in name else "train_generator"
-    return (f"rerun {rule} to write it again (delete it first: snakemake --forcerun {rule}; the checkpoints "
-            f"beside it are kept, so training resumes instead of starting over)")
+    return (f"rerun {rule} to write it again (snakemake --forcerun {rule}, or delete it and run snakemake; "
+            f"its checkpoints are kept, so training resumes from them instead of starting over)")
 
 
 def load_model_file(path, mmap: bool = True) -> dict:
