@@ -49,10 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import apply_set, markdown  # noqa: E402
 from steps.generator import autocast  # noqa: E402
-from steps.loop import (Checkpoints, LossLog, Run, augmenter, compile_models, mark_step, step_generator,  # noqa: E402
-                        vgg_loss)
+from steps.checkpoints import Checkpoints, LossLog  # noqa: E402
+from steps.gan import augmenter, step_generator, vgg_loss  # noqa: E402
+from steps.loop import Run  # noqa: E402
 from steps.models import LABEL_CH, IMG_CH, PairGenerator, count_params  # noqa: E402
-from steps.train import Phase, TrainConfig, _d_image_channels, build_phase, train_step  # noqa: E402
+from steps.train import (Phase, TrainConfig, _d_image_channels, build_phase, compile_models, mark_step,  # noqa: E402
+                         train_step)
 
 VARIANTS = {  # name: (bf16, channels_last, torch.compile mode)
     "eager": (False, False, None),

@@ -1,9 +1,28 @@
-"""Outputs appear whole or not at all."""
+"""Outputs appear whole or not at all; a damaged or unwritable file is named with what to do.
+
+- `atomic_output`: write to a temporary sibling, rename onto the real name on success;
+- `save_torch`, `write_png`: model files, checkpoints and images through it; a full disk is an
+  error that names the path and its size (not torch's "unexpected pos 163968 vs 163856");
+- `load_torch`: every model file and checkpoint is read through it; a truncated or otherwise
+  damaged file is a `DamagedFile` error naming the file and the way on (`remedy`).
+"""
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DamagedFile(RuntimeError):
+    """A model file or checkpoint that cannot be read; the message names it and says what to do."""
+
+    def __init__(self, path, remedy: str, cause: BaseException):
+        self.path = Path(path)
+        why = str(cause).splitlines()[0][:160] if str(cause) else type(cause).__name__
+        super().__init__(f"{path} is damaged or incomplete ({why}); {remedy}")
 
 
 @contextmanager
@@ -18,3 +37,75 @@ def atomic_output(path: str | os.PathLike):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def no_space(path, e: OSError) -> OSError:
+    """The error for a write that ran out of disk space: the path, and what to free."""
+    return OSError(e.errno, f"no space left on the device to write {path}: free some disk space "
+                            f"(old checkpoints, results/ of other runs) and rerun; nothing was written there")
+
+
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error in an exception's chain (torch wraps it in its own RuntimeError)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def torch_to_file(obj, f, path) -> None:
+    """torch.save into an open binary file; `path` names the destination in the error of a full
+    disk. Python's file writes raise OSError(ENOSPC) when the disk is full, which is told apart
+    from the RuntimeError torch then raises ("unexpected pos 163968 vs 163856")."""
+    import torch
+
+    try:
+        torch.save(obj, f)
+        f.flush()
+    except (OSError, RuntimeError) as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        raise no_space(path, full) from e
+
+
+def save_torch(path, obj) -> Path:
+    with atomic_output(path) as tmp:
+        try:
+            with open(tmp, "wb") as f:
+                torch_to_file(obj, f, path)
+        except OSError as e:  # close() flushes the last buffer, and may be what finds the disk full
+            if e.errno in NO_SPACE and "no space left on the device to write" not in str(e):
+                raise no_space(path, e) from e
+            raise
+    return Path(path)
+
+
+def load_torch(path, remedy: str, mmap: bool = False) -> dict:
+    """torch.load(weights_only=True) of one of the project's files. A missing file is
+    FileNotFoundError naming it; a file torch cannot read (truncated, overwritten, not a
+    checkpoint) is DamagedFile with `remedy`, e.g. "rerun train_generator (delete it first)"."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; {remedy}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (PermissionError, IsADirectoryError):
+        raise
+    # a truncated file: torch's zip reader fails (RuntimeError), or memory-mapping it does (OSError)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as e:
+        raise DamagedFile(path, remedy, e) from e
+
+
+def write_png(path, rgb) -> None:
+    import cv2
+
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path} (is the disk full?)")

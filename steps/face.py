@@ -14,8 +14,10 @@ training frames from frame 0, and separately over the held-out tail from its fir
 are cached (with the label and real crops) in the checkpoint folder under a key of
 generator.pt's hash, so a resumed run does not redo them. Every `val_every` steps G_f refines
 the held-out faces (L1, SSIM, ST-LPIPS in face_loss.csv); the best checkpoint becomes face.pt;
-the collapse guard, checkpoints, resume and preemption are steps.loop's, as in steps.train.
-Face checkpoints belong to one generator: when generator.pt changes, the face GAN starts again.
+the collapse guard, checkpoints, resume and preemption are steps.loop's `fit`, as for steps.train.
+Face checkpoints belong to one generator: when generator.pt changes, the face GAN starts again;
+changed face settings stop before training (face.continue goes on on purpose). face.init_from
+starts G_f and D_f from another face.pt or face checkpoint.
 
 CLI: `python -m steps.face --frames ... --pose ... --generator ... --out-dir ... --ckpt-dir ...`
 writes face.pt, face_loss.csv, face_loss.png and face_samples.png (rows of
@@ -38,12 +40,13 @@ import numpy as np
 import torch
 
 from .budget import TooSlowForCPU, check_cpu_hours, cpu_flops_per_second, face_step_flops
+from .checkpoints import Checkpoints, LossLog, check_settings, check_start, data_fingerprint, load_start, write_final
+from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_adversarial, perceptual_metric,
+                  step_generator, vgg_loss)
 from .faceboxes import FaceBoxes, face_boxes, face_size
-from .generator import (autocast, generate_sequence, label_renderer, load_generator, read_meta, resize_frame,
-                        to_uint8, trained_bf16)
-from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
-                   data_fingerprint, discriminator_step, generator_adversarial, learning_rate, perceptual_metric,
-                   pick_device, step_generator, vgg_loss, write_final, write_png)
+from .generator import (autocast, generate_sequence, label_renderer, load_generator, pick_device, read_meta,
+                        resize_frame, to_uint8, trained_bf16)
+from .loop import Run, Span, Stop, fit
 from .models import (IMG_CH, LABEL_CH, FaceModelConfig, build_face_models, count_params, init_weights)
 from .posetable import PoseArrays
 from .settings import section
@@ -182,12 +185,14 @@ def face_setup(cfg: FaceTrainConfig, frames_path, pose, generator_path, ckpts: C
     log.info("%d frames (%d train, %d held out), faces %dx%d in %dx%d frames, head seen in %.0f%% of frames",
              n, n_train, n - n_train, boxes.size, boxes.size, meta["width"], meta["height"], 100 * boxes.seen.mean())
     state = ckpts.latest()
-    if state is not None and (state.get("data") != fingerprint or state.get("model") != cfg.model):
-        log.warning("face checkpoints in %s belong to another generator, data or face model; "
+    if state is not None and state.get("data") != fingerprint:
+        log.warning("face checkpoints in %s belong to another generator or other data; "
                     "training the face GAN again from scratch", ckpts.folder)
         ckpts.clear()
         (ckpts.folder / "face_loss.csv").unlink(missing_ok=True)
         state = None
+    if state is not None:
+        check_settings({"face": state.get("train")}, {"face": asdict(cfg)}, ckpts.folder, "face", cfg.continue_)
     t0 = time.perf_counter()
     data = _cached_face_data(ckpts.folder, fingerprint, lambda: build_face_data(
         frames, pose, generator_path, n_train, boxes, device, open_iuv(iuv_path, n, frames_path) if iuv_path else None))
@@ -195,82 +200,77 @@ def face_setup(cfg: FaceTrainConfig, frames_path, pose, generator_path, ckpts: C
     return data, boxes, fingerprint, n_train, meta, state
 
 
+def build_face_run(cfg: FaceTrainConfig, state: dict | None, fixed: dict, ckpts: Checkpoints, device) -> Run:
+    """G_f, D_f and their optimizers: resumed from `state`, started from face.init_from, or fresh
+    (the residual head at zero, so an untrained G_f changes nothing)."""
+    torch.manual_seed(cfg.seed)
+    g_f, d_f = build_face_models(cfg.model_config())
+    init_weights(g_f, cfg.init_std)
+    init_weights(d_f, cfg.init_std)
+    g_f.zero_head()
+    start = load_start(cfg.init_from, "face", None) if cfg.init_from and state is None else None
+    if start is not None:
+        check_start(start, cfg.model, None, "face")
+        g_f.load_state_dict(start["G"])
+        if start["D"] is not None:
+            d_f.load_state_dict(start["D"])
+        log.info("starting from %s (step %s)", start["from"]["path"], start["from"]["step"])
+    g_f.to(device)
+    d_f.to(device)
+    fixed["init_from"] = state.get("init_from") if state else start and start["from"]
+    run = Run(g_f, d_f, adam(g_f.parameters(), cfg.lr_G, cfg, device), adam(d_f.parameters(), cfg.lr_D, cfg, device),
+              cfg, ckpts, LossLog(ckpts.folder / "face_loss.csv", state["step"] if state else 0), fixed)
+    if state:
+        run.restore(state, device)
+        log.info("resuming from %s (step %d of %d)", ckpts.loaded_from, run.step, cfg.steps)
+    log.info("G_f %.2f M parameters, D_f %.2f M parameters", count_params(g_f) / 1e6, count_params(d_f) / 1e6)
+    return run
+
+
 def train_face(cfg: FaceTrainConfig, frames_path, pose, generator_path, out_dir, ckpt_dir,
                max_steps: int | None = None, progress: bool = True, iuv_path=None) -> dict:
     """Train (or resume) the face GAN; writes out_dir/{face.pt, face_loss.csv, face_loss.png,
-    face_samples.png}. Returns {"step", "done", "metrics", "best_step", "stopped", "face_generator"}.
-    iuv_path: the target's IUV store, when the generator was trained with labels.iuv concat."""
-    from tqdm import tqdm
-
+    face_samples.png}. Returns {"step", "done", "ended", "signal", "metrics", "best_step",
+    "stopped", "face_generator"} (see steps.train.train). iuv_path: the target's IUV store, when
+    the generator was trained with labels.iuv concat."""
     out_dir, ckpts = Path(out_dir), Checkpoints(ckpt_dir, cfg.keep_checkpoints)
     ckpts.folder.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     log.info("CUDA_VISIBLE_DEVICES=%s device=%s torch=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
              device, torch.__version__)
-    amp = autocast(device, cfg.bf16)
     data, boxes, fingerprint, n_train, meta, state = face_setup(cfg, frames_path, pose, generator_path, ckpts,
                                                                 device, iuv_path)
-    n = len(data["real"])
-    val_idx = list(range(n_train, n)) or list(range(n_train))
-    torch.manual_seed(cfg.seed)
-    g_f, d_f = build_face_models(cfg.model_config())
-    init_weights(g_f, cfg.init_std)
-    init_weights(d_f, cfg.init_std)
-    g_f.zero_head()  # the residual starts at zero whatever the initialisation
-    g_f.to(device)
-    d_f.to(device)
+    val_idx = list(range(n_train, len(data["real"]))) or list(range(n_train))
     fixed = {"model": cfg.model, "data": fingerprint, "train": asdict(cfg), "size": boxes.size, "boxes": cfg.boxes,
              "height": meta["height"], "width": meta["width"], "generator_sha1": fingerprint["generator_sha1"]}
-    run = Run(g_f, d_f, adam(g_f.parameters(), cfg.lr_G, cfg, device), adam(d_f.parameters(), cfg.lr_D, cfg, device),
-              cfg, ckpts, LossLog(ckpts.folder / "face_loss.csv", state["step"] if state else 0), fixed)
-    if state:
-        run.restore(state, device)
-        log.info("resuming from %s (step %d of %d)", ckpts.steps()[-1], run.step, cfg.steps)
-    log.info("G_f %.2f M parameters, D_f %.2f M parameters", count_params(g_f) / 1e6, count_params(d_f) / 1e6)
-    vgg, perceptual = vgg_loss(cfg, device), perceptual_metric(cfg, device)
+    run = build_face_run(cfg, state, fixed, ckpts, device)
+    amp, vgg, perceptual = autocast(device, cfg.bf16), vgg_loss(cfg, device), perceptual_metric(cfg, device)
     aug = augmenter(cfg, list(range(LABEL_CH, LABEL_CH + IMG_CH)))
+
+    def batches(start: int, stop: int):
+        for k in range(start, stop):
+            idx = np.sort(np.random.default_rng([cfg.seed, k]).integers(0, n_train, cfg.batch_size))
+            yield [_crops_to_tensor(np.asarray(data[name][idx]), device) for name in ("label", "gen", "real")]
+
+    def step(batch, k: int) -> dict:
+        return face_step(run, vgg, cfg, *batch, amp, aug, step_generator(cfg.seed, k, device) if aug else None)
+
     stop_at = cfg.steps if max_steps is None else min(cfg.steps, run.step + max_steps)
-    metrics, stopped = {}, ""
-    Stop.install()
-    bar = tqdm(total=cfg.steps, initial=run.step, desc=f"face {boxes.size}x{boxes.size}", disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    t0 = time.perf_counter()
+    span = Span("face", 0, cfg.steps, stop_at, cfg.lr_G, cfg.lr_D, samples="face_samples.png", progress=progress)
     try:
-        while run.step < stop_at:
-            lr_G, lr_D = (run.lr_scale * learning_rate(lr, run.step, 0, cfg.steps, cfg.decay_from)
-                          for lr in (cfg.lr_G, cfg.lr_D))
-            run.set_lr(lr_G, lr_D)
-            idx = np.sort(np.random.default_rng([cfg.seed, run.step]).integers(0, n_train, cfg.batch_size))
-            y, gen, x = (_crops_to_tensor(np.asarray(data[k][idx]), device) for k in ("label", "gen", "real"))
-            losses = face_step(run, vgg, cfg, y, gen, x, amp, aug, step_generator(cfg.seed, run.step, device) if aug else None)
-            run.step += 1
-            row = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
-            row.update(phase="face", lr_G=lr_G, lr_D=lr_D, time_s=round(time.perf_counter() - t0, 3))
-            verdict = ""
-            if (cfg.val_every and run.step % cfg.val_every == 0) or run.step == cfg.steps:
-                metrics, grid = face_validate(g_f, data, val_idx, device, perceptual, cfg.val_samples)
-                write_png(ckpts.folder / "face_samples.png", grid)
-                row.update(val_l1=metrics["l1"], val_ssim=metrics["ssim"], val_stlpips=metrics["stlpips"])
-                verdict = run.validated(metrics)
-            bar.update(1)
-            bar.set_postfix(D=f"{row['loss_D']:.3f}", G=f"{row['loss_G_gan']:.3f}", l1=f"{row['l1']:.3f}", refresh=False)
-            run.end_step([{"step": run.step, **row}], stop_at, Stop.signum)
-            if verdict == "stop":
-                run.stop(run.message)
-            if verdict == "rewind":
-                run.rewind(device)
-                bar.n = run.step
-    except TrainingStopped as e:
-        stopped = str(e)
+        with Stop.catching():
+            ended = fit(run, span, batches, step,
+                        lambda: face_validate(run.g, data, val_idx, device, perceptual, cfg.val_samples))
     finally:
-        bar.close()
         run.loss_log.close()
-    done = bool(stopped) or run.step >= cfg.steps
+    done = ended.why == "guard" or run.step >= cfg.steps
     if done:
-        write_final(ckpts, out_dir / "face.pt", ("model", "size", "boxes", "height", "width", "generator_sha1", "train"),
-                    "face_loss.csv", "face_samples.png", stopped)
-    return {"step": run.step, "done": done, "metrics": metrics, "best_step": run.guard.best_step, "stopped": stopped,
-            "val_l1": metrics.get("l1", float("nan")), "face_generator": g_f}
+        write_final(ckpts, out_dir / "face.pt",
+                    ("model", "size", "boxes", "height", "width", "generator_sha1", "train", "init_from"),
+                    "face_loss.csv", "face_samples.png", ended.message)
+    return {"step": run.step, "done": done, "ended": ended.why, "signal": ended.signum, "metrics": ended.metrics,
+            "best_step": run.guard.best_step, "stopped": ended.message, "val_l1": ended.metrics.get("l1", float("nan")),
+            "face_generator": run.g}
 
 
 def cpu_hours(cfg: FaceTrainConfig, generator_path, limit_h: float | None) -> str:
@@ -303,7 +303,9 @@ def main(argv=None):
             log.info(cpu_hours(cfg, a.generator, section("face", given)["cpu_hours_limit"]))
         except TooSlowForCPU as e:
             sys.exit(f"train_face: {e}")
-    train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
+    r = train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
+    if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun
+        sys.exit(128 + r["signal"])
 
 
 if __name__ == "__main__":

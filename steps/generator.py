@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .atomic import load_torch
 from .models import IMG_CH, LABEL_CH, FaceGenerator, FaceModelConfig, ModelConfig, build_generator
 
 
@@ -68,41 +69,61 @@ def resize_frame(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(np.asarray(img), (width, height), interpolation=cv2.INTER_AREA)
 
 
-def pick_device(want: str = "auto") -> torch.device:
-    """auto: CUDA when torch sees a GPU."""
+def pick_device(want: str = "auto", local_rank: int = 0) -> torch.device:
+    """The one device choice of every stage. auto: CUDA when torch sees a GPU; "cuda" means the
+    GPU of this process (`local_rank` under torchrun), "cuda:N" that one; the CUDA device is made
+    current, so kernels launched without an explicit device go there too."""
     if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {want} asked for, but torch sees no CUDA device")
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {want} asked for, but torch sees no CUDA device")
+        dev = torch.device(want) if ":" in want else torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+        return dev
     return torch.device(want)
 
 
 # --- model files ------------------------------------------------------------------------------
 
+def remedy(path) -> str:
+    """What to do about a damaged model file: rerun the rule that writes it."""
+    name = str(path)
+    rule = "train_face" if name.endswith("face.pt") else "train_base" if "_base" in name else "train_generator"
+    return (f"rerun {rule} to write it again (snakemake --forcerun {rule}, or delete it and run snakemake; "
+            f"its checkpoints are kept, so training resumes from them instead of starting over)")
+
+
+def load_model_file(path, mmap: bool = True) -> dict:
+    """A generator.pt / face.pt, read through steps.atomic.load_torch: a damaged file is an
+    error naming it and the rule that writes it again."""
+    return load_torch(path, remedy(path), mmap=mmap)
+
+
 def read_meta(path) -> dict:
     """Everything in a generator.pt / face.pt except the weights, without reading the weights."""
-    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return {k: v for k, v in ck.items() if k != "state_dict"} | {"path": str(path)}
+    ck = load_model_file(path)
+    return {k: v for k, v in ck.items() if k not in ("state_dict", "D")} | {"path": str(path)}
 
 
 def load_generator(path, device="cpu") -> tuple[nn.Module, dict]:
     """generator.pt -> (model in eval mode on device with `.temporal` set, meta)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ck = load_model_file(path)
     mcfg = ModelConfig(**ck["model"])
     g = build_generator(mcfg)
     g.load_state_dict(ck["state_dict"])
     g.temporal = mcfg.temporal
     g.eval().requires_grad_(False)
-    return g.to(device), {k: v for k, v in ck.items() if k != "state_dict"} | {"path": str(path)}
+    return g.to(device), {k: v for k, v in ck.items() if k not in ("state_dict", "D")} | {"path": str(path)}
 
 
 def load_face(path, device="cpu") -> tuple[FaceGenerator, dict]:
     """face.pt -> (G_f in eval mode on device, meta)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ck = load_model_file(path)
     g = FaceGenerator(FaceModelConfig(**ck["model"]))
     g.load_state_dict(ck["state_dict"])
     g.eval().requires_grad_(False)
-    return g.to(device), {k: v for k, v in ck.items() if k != "state_dict"} | {"path": str(path)}
+    return g.to(device), {k: v for k, v in ck.items() if k not in ("state_dict", "D")} | {"path": str(path)}
 
 
 def trained_bf16(meta: dict) -> bool:

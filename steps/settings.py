@@ -62,7 +62,7 @@ def description(path: str) -> str:
 
 # --- config/README.md: the GAN sections' tables are generated from the schema -----------------
 
-GENERATED = ("train", "face", "transfer", "evaluate")
+GENERATED = ("train", "face", "base", "transfer", "evaluate")
 
 
 def _rows(node: dict, prefix: str):

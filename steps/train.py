@@ -1,9 +1,10 @@
 """Train the pose-to-video generator of one target person (the `train_generator` rule).
 
-One loop for everything: CPU or CUDA, one process or DDP under torchrun, the global phase and
-the local-enhancer phase. The data are the target's frames store and smoothed pose table; label
-maps are rendered on the fly (steps.labels). The last `val_fraction` of the frames is a held-out
-tail that is never trained on.
+CPU or CUDA, one process or DDP under torchrun, the global phase and the local-enhancer phase,
+from scratch or from other weights (train.init_from: the base, another target's generator, a
+checkpoint; then the fine-tune schedule train.finetune applies). The data are the target's
+frames store and smoothed pose table; label maps are rendered on the fly (steps.labels). The
+last `val_fraction` of the frames is a held-out tail that is never trained on.
 
 A step takes a temporal pair (t, t+1): G makes frame t from (label t, zeros) and frame t+1 from
 (label t+1, its own frame t); the multi-scale discriminator sees both frames with both labels,
@@ -11,12 +12,11 @@ augmented the same way on real and fake (train.augment). Losses: LSGAN + feature
 (lambda_feat) + VGG per frame (lambda_vgg) [+ L1]; Adam with lr_G / lr_D, constant then linear
 decay. D and the losses run in fp32; bf16 autocast covers G and the VGG on CUDA.
 
-Every `val_every` steps G generates the whole held-out tail recurrently, as transfer does; L1,
-SSIM and ST-LPIPS go to loss.csv, the best checkpoint (train.select_by) is kept as best.pt and
-becomes generator.pt, and the collapse guard (train.guard) goes back to it when D wins and the
-held-out metric gets worse. Checkpoints every `checkpoint_every` steps; a rerun resumes;
-SIGTERM/SIGUSR1 saves one and exits 128+signal. Sampling is a pure function of (seed, step), so
-a resumed run equals a straight one on CPU. Shared pieces: steps.loop; inference: steps.generator.
+This module keeps what is particular to the target generator: its data, its phases and its
+step. The loop (validation on the held-out tail, best.pt, the collapse guard, checkpoints,
+resume, preemption) is steps.loop's `fit`; checkpoints and their checks are steps.checkpoints';
+inference is steps.generator's. A rerun resumes from the checkpoints when their data and
+settings are the config's (beyond the step budget; see checkpoints.check_settings).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -39,16 +38,19 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .budget import TooSlowForCPU, check_cpu_hours, cpu_flops_per_second, train_step_flops
-from .generator import autocast, generate_sequence, resize_frame, to_tensor
-from .loop import (Checkpoints, GANSettings, LossLog, Run, Stop, TrainingStopped, adam, augmenter,
-                   compile_mode, compile_models, compile_report, data_fingerprint, discriminator_step,
-                   generator_adversarial, learning_rate, mark_step, perceptual_metric, pick_device, step_generator,
-                   vgg_loss, write_final, write_png)
+from .checkpoints import (Checkpoints, LossLog, check_settings, check_start, data_fingerprint, load_start,
+                          write_final)
+from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_adversarial, perceptual_metric,
+                  step_generator, vgg_loss)
+from .generator import autocast, generate_sequence, pick_device, resize_frame, to_tensor
+from .loop import Run, Span, Stop, fit
 from .models import (IMG_CH, IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
                      count_params, d_input, init_weights)
 from .settings import section
 
 log = logging.getLogger("train")
+BASE_MODEL = "results/models/_base/generator.pt"  # train.init_from: base (the train_base rule's output)
+PAPER_MINUTES = "the paper trained on 8 to 17 minutes of video of each target"
 
 
 @dataclass
@@ -71,16 +73,23 @@ class TrainConfig(GANSettings):
     channels_last: bool
     compile: bool | str
     compile_cache: str
+    finetune: dict
+    min_train_frames: int
+    min_val_frames: int
 
     @classmethod
     def from_dict(cls, d: dict | None = None) -> "TrainConfig":
         return cls.from_section("train", d)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def model_config(self, kind: str, iuv: bool = False) -> ModelConfig:
         return ModelConfig(**self.model, kind=kind, label_ch=LABEL_CH + (IUV_CH if iuv else 0))
+
+    def schedule(self) -> tuple[float, float, int]:
+        """(lr_G, lr_D, warm-up steps): the fine-tune's with init_from, else the scratch run's."""
+        if not self.init_from:
+            return self.lr_G, self.lr_D, 0
+        ft = self.finetune
+        return ft["lr_G"] or self.lr_G, ft["lr_D"] or self.lr_D, ft["warmup"]
 
 
 @dataclass
@@ -93,20 +102,22 @@ class Phase:
 
 
 def plan_phases(cfg: TrainConfig, height: int, width: int) -> list[Phase]:
-    """global at full size, or global at half size then the local enhancer at full size."""
+    """global at full size, or global at half size then the local enhancer at full size. A
+    fine-tune (init_from) is one phase of finetune.steps (default: a fifth of global_steps) of
+    the config's final model, which is what the starting weights must be."""
     n_down = cfg.model["n_down"]
-    if cfg.local_steps > 0:
-        m = 2 ** (n_down + 1)
-        plan = [Phase("global", 0, cfg.global_steps, height // 2, width // 2),
-                Phase("local", cfg.global_steps, cfg.global_steps + cfg.local_steps, height, width)]
-    else:
-        m = 2**n_down
-        plan = [Phase("global", 0, cfg.global_steps, height, width)]
+    m = 2 ** (n_down + (1 if cfg.local_steps > 0 else 0))
     if height % m or width % m:
         raise ValueError(f"training size {width}x{height} must be a multiple of {m} "
                          f"(2^n_down{' * 2 for the local enhancer' if cfg.local_steps else ''}); "
                          "set train.width/height or frames.width/height accordingly")
-    return plan
+    if cfg.init_from:
+        steps = cfg.finetune["steps"] or max(1, cfg.global_steps // 5)
+        return [Phase("local" if cfg.local_steps > 0 else "global", 0, steps, height, width)]
+    if cfg.local_steps > 0:
+        return [Phase("global", 0, cfg.global_steps, height // 2, width // 2),
+                Phase("local", cfg.global_steps, cfg.global_steps + cfg.local_steps, height, width)]
+    return [Phase("global", 0, cfg.global_steps, height, width)]
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -144,14 +155,20 @@ class FrameData(Dataset):
         y_t, x_t = self.sample(i)
         y_t1, x_t1 = self.sample(i + 1)
         return y_t, y_t1, x_t, x_t1
-
-
-def split_frames(n: int, val_fraction: float) -> tuple[int, int]:
-    """(n_train, n_val): the held-out tail is the last ceil(n * val_fraction) frames."""
-    n_val = math.ceil(n * val_fraction) if val_fraction > 0 else 0
+def split_frames(n: int, cfg: TrainConfig, frames_path="the frames store") -> tuple[int, int]:
+    """(n_train, n_val): the held-out tail is the last ceil(n * val_fraction) frames. Fewer than
+    train.min_train_frames / min_val_frames is an error, fewer than twice as many a warning."""
+    n_val = math.ceil(n * cfg.val_fraction)
     n_train = n - n_val
-    if n_train < 2:
-        raise ValueError(f"only {n} frames: {n_val} held out for validation leaves fewer than 2 to train on")
+    counts = (f"{frames_path} has {n} frames: {n_train} to train on and {n_val} held out "
+              f"(train.val_fraction {cfg.val_fraction:g})")
+    if n_train < max(2, cfg.min_train_frames) or n_val < cfg.min_val_frames:
+        raise ValueError(f"{counts}; at least train.min_train_frames = {cfg.min_train_frames} and "
+                         f"train.min_val_frames = {cfg.min_val_frames} are needed. Film the target for longer "
+                         f"({PAPER_MINUTES}), or lower those keys knowingly")
+    if n_train < 2 * cfg.min_train_frames or n_val < 2 * cfg.min_val_frames:
+        log.warning("%s: little data, the model will see few poses and the held-out scores rest on few frames "
+                    "(%s)", counts, PAPER_MINUTES)
     return n_train, n_val
 
 
@@ -213,18 +230,42 @@ def data_fits_device(n_frames: int, height: int, width: int, channels: int, devi
     return n_frames * height * width * channels < torch.cuda.mem_get_info(device)[0] / 4
 
 
-def phase_data(cfg: TrainConfig, frames_path, pose, ph: Phase, render, n_train: int, device, mem):
-    """(FrameData at the phase's size, its training frames on the device or None)."""
-    data = FrameData(frames_path, pose, ph.height, ph.width, render)
-    if not data_fits_device(n_train, ph.height, ph.width, data.label(0).shape[-1] + IMG_CH, device, cfg.data_on_device):
+class Subjects(Dataset):
+    """The training pairs of one subject, or of several (the base), as one dataset: pair j is
+    pair j - offset of the subject whose range holds j, so a pair never spans two subjects and
+    one subject's pairs are FrameData's own."""
+
+    def __init__(self, datas: list[FrameData], n_train: list[int]):
+        self.datas, self.offsets = datas, np.cumsum([0] + [n - 1 for n in n_train])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def locate(self, j: int) -> tuple[int, int]:
+        """(subject, pair) of pair j."""
+        s = int(np.searchsorted(self.offsets, j, side="right")) - 1
+        return s, int(j - self.offsets[s])
+
+    def __getitem__(self, j: int):
+        s, i = self.locate(j)
+        return self.datas[s][i]
+
+
+def phase_data(cfg: TrainConfig, subjects: list, ph: Phase, device, mem):
+    """(each subject's FrameData at the phase's size, their training pairs as one dataset, the
+    training frames on the device or None: one subject's, when they fit)."""
+    datas = [FrameData(s.frames_path, s.pose, ph.height, ph.width, s.render) for s in subjects]
+    pairs, n_train = Subjects(datas, [s.n_train for s in subjects]), subjects[0].n_train
+    if len(subjects) > 1 or not data_fits_device(n_train, ph.height, ph.width, datas[0].label(0).shape[-1] + IMG_CH,
+                                                 device, cfg.data_on_device):
         log.info("data: rendered by %d loader workers", cfg.workers)
-        return data, None
-    device_data = DeviceData(data, n_train, device, mem)
+        return datas, pairs, None
+    device_data = DeviceData(datas[0], n_train, device, mem)
     log.info("data: %d frames and label maps on %s as uint8 (%.2f GiB)", n_train, device, device_data.nbytes / 2**30)
-    return data, device_data
+    return datas, pairs, device_data
 
 
-def batches(data: FrameData, device_data: DeviceData | None, sampler: StepSampler, cfg: TrainConfig, device, mem):
+def batches(data: Dataset, device_data: DeviceData | None, sampler: StepSampler, cfg: TrainConfig, device, mem):
     """The batches of sampler's steps, on the device."""
     if device_data is not None:
         for s in range(sampler.start, sampler.stop):
@@ -235,12 +276,8 @@ def batches(data: FrameData, device_data: DeviceData | None, sampler: StepSample
                         prefetch_factor=4 if cfg.workers else None)
     for batch in loader:
         yield [t.to(device, non_blocking=True).contiguous(memory_format=mem) for t in batch]
-
-
 def _worker_init(_):
-    # preemption signals are for the main process, which saves a checkpoint; workers carry on
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    Stop.ignore_in_worker()
     torch.set_num_threads(1)
 
 
@@ -268,6 +305,12 @@ def validate(g: nn.Module, data: FrameData, tail: range, temporal: bool, device,
     picks = np.unique(np.linspace(0, len(tail) - 1, min(n_grid, len(tail))).round().astype(int))
     grid = np.concatenate([np.concatenate([labels[k][..., :LABEL_CH], fake[k], real[k]], 1) for k in picks], 0)
     return held_out_metrics(fake, real, perceptual), grid
+def validate_subjects(g: nn.Module, datas: list[FrameData], subjects: list, temporal: bool, device, bf16: bool,
+                      perceptual, n_grid: int) -> tuple[dict, np.ndarray]:
+    """`validate` on each subject's held-out tail: the mean of their metrics, their grids stacked."""
+    results = [validate(g, d, s.tail, temporal, device, bf16, perceptual, n_grid) for d, s in zip(datas, subjects)]
+    metrics = {k: float(np.mean([m[k] for m, _ in results])) for k in results[0][0]}
+    return metrics, np.concatenate([grid for _, grid in results], 0)
 
 
 # --- the step ---------------------------------------------------------------------------------
@@ -302,8 +345,48 @@ def train_step(pair_run, d_run, run: Run, vgg, cfg: TrainConfig, batch, amp, aug
     return {**d_losses, "loss_G": loss_g, "loss_G_gan": loss_gan, "loss_G_fm": loss_fm, "loss_G_vgg": loss_vgg,
             "loss_G_l1": loss_l1, "l1": l1.detach() / 2}
 
+# --- torch.compile (train.compile) -------------------------------------------------------------
 
-# --- the loop ---------------------------------------------------------------------------------
+def compile_mode(setting) -> str | None:
+    """train.compile as torch.compile's mode: None (off), default, reduce-overhead, max-autotune."""
+    if setting is False or setting in (None, "off"):
+        return None
+    return "default" if setting is True else str(setting)
+
+
+def compile_models(models, mode: str, cache_dir, device: torch.device) -> str:
+    """torch.compile each model in place for static shapes, with Inductor's on-disk caches
+    (FX graphs, AOTAutograd, autotuning) in `cache_dir`, so a rerun compiles from the cache.
+    Returns a line for the log that says what was done."""
+    cache = Path(cache_dir).resolve()
+    warm = cache.is_dir() and any(cache.iterdir())
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # Inductor reads it at each cache access
+    for m in models:
+        m.compile(mode=mode, dynamic=False)  # sizes are fixed per phase
+    graphs = ("with CUDA graphs" if device.type == "cuda" else "CUDA graphs skipped on CPU") if mode == "reduce-overhead" else ""
+    return (f"torch.compile mode {mode}{f' ({graphs})' if graphs else ''}; on-disk cache {cache} "
+            f"({'warm: compiled graphs from an earlier run are reused' if warm else 'cold: the first steps compile'})")
+
+
+def compile_report(seconds: float) -> str:
+    """After the first compiled step: how long it took and what came from the cache."""
+    from torch._dynamo.utils import counters
+
+    ind, aot = counters["inductor"], counters["aot_autograd"]
+    return (f"first compiled step took {seconds:.1f} s; Inductor FX graph cache {ind['fxgraph_cache_hit']} hits, "
+            f"{ind['fxgraph_cache_miss']} misses; AOTAutograd cache {aot['autograd_cache_hit']} hits, "
+            f"{aot['autograd_cache_miss']} misses")
+
+
+def mark_step(mode: str | None) -> None:
+    """CUDA graph trees need to know where a step begins, so the outputs of the last one may be
+    overwritten."""
+    if mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+# --- the run --------------------------------------------------------------------------------------
 
 def setup_distributed(cfg: TrainConfig):
     """(rank, world, device). torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; gloo on CPU, nccl on CUDA."""
@@ -333,10 +416,17 @@ def open_data(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path, rende
         iuv = open_iuv(iuv_path, len(frames), frames_path)
     return frames, pose, iuv, render or default_renderer(labels, iuv)
 
+def _d_image_channels(cfg: TrainConfig, iuv: bool):
+    from .augment import d_image_channels
 
-def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: bool, device, mem):
-    """G, D and their optimizers for phase `ph`: fresh, resumed from `state`, or the enhancer
-    around the global phase's G. Returns (mcfg, g, d, opt_g, opt_d, resumed_in_phase)."""
+    return d_image_channels(LABEL_CH + (IUV_CH if iuv else 0), cfg.model["temporal"])
+
+
+def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: bool, device, mem,
+                start: dict | None = None):
+    """G, D and their optimizers for phase `ph`: resumed from the checkpoint `state`, the
+    enhancer around the global phase's G, started from the weights `start` (init_from), or
+    fresh. Returns (mcfg, g, d, opt_g, opt_d, resumed_in_phase)."""
     mcfg = cfg.model_config(ph.kind, iuv)
     torch.manual_seed(cfg.seed + pi)
     g, d = build_generator(mcfg), build_discriminator(mcfg)
@@ -345,197 +435,215 @@ def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: b
     g.to(device, memory_format=mem)
     d.to(device, memory_format=mem)
     opt_g, opt_d = adam(g.parameters(), cfg.lr_G, cfg, device), adam(d.parameters(), cfg.lr_D, cfg, device)
-    if state is None:
-        return mcfg, g, d, opt_g, opt_d, False
-    if ModelConfig(**state["model"]) == mcfg:
-        return mcfg, g, d, opt_g, opt_d, True
-    if state["model"]["kind"] == "global" and ph.kind == "local":
-        g.load_global(state["G"])
-        d.load_state_dict(state["D"])
-        return mcfg, g, d, opt_g, opt_d, False
-    raise ValueError(f"checkpoint was trained with {state['model']}, the config now asks for {asdict(mcfg)}; "
-                     "delete the checkpoints folder to start again")
+    if state is not None:
+        if ModelConfig(**state["model"]) == mcfg:
+            return mcfg, g, d, opt_g, opt_d, True
+        if state["model"]["kind"] == "global" and ph.kind == "local":
+            g.load_global(state["G"])
+            d.load_state_dict(state["D"])
+            return mcfg, g, d, opt_g, opt_d, False
+        raise ValueError(f"checkpoint was trained with {state['model']}, the config now asks for {asdict(mcfg)}; "
+                         "delete the checkpoints folder to start again")
+    if start is not None:
+        g.load_state_dict(start["G"])
+        if start["D"] is not None:
+            d.load_state_dict(start["D"])
+        else:
+            log.warning("%s holds no discriminator (written before model files kept it): D starts fresh",
+                        start["from"]["path"])
+    return mcfg, g, d, opt_g, opt_d, False
+
+
+@dataclass
+class Subject:
+    """One person's training data, checked: frames, poses, the renderer, the split."""
+
+    frames_path: str
+    pose: object
+    render: Callable
+    n_train: int
+    tail: range
+
+
+@dataclass
+class Target:
+    """What one generator is trained on: one subject (a target) or several (the base)."""
+
+    subjects: list[Subject]
+    iuv: bool
+    fingerprint: dict
+    size: tuple[int, int]  # the frames' (height, width)
+
+    @property
+    def frames_path(self) -> str:
+        return ", ".join(s.frames_path for s in self.subjects)
+
+
+def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Callable | None) -> Target:
+    """data: (frames_path, pose or its path, iuv_path or None) of each subject."""
+    subjects, fingerprints, sizes, iuvs = [], [], set(), set()
+    for frames_path, pose, iuv_path in data:
+        frames, pose, iuv, rend = open_data(cfg, labels, frames_path, pose, iuv_path, render)
+        n = len(frames)
+        n_train, _ = split_frames(n, cfg, frames_path)
+        subjects.append(Subject(str(frames_path), pose, rend, n_train,
+                                range(n_train, min(n, n_train + (cfg.val_max_frames or n)))))
+        fingerprints.append(data_fingerprint(frames, pose, iuv))
+        sizes.add(frames.shape[1:3])
+        iuvs.add(iuv is not None)
+    if len(sizes) > 1:
+        raise ValueError(f"the frames of {', '.join(str(d[0]) for d in data)} have different sizes {sorted(sizes)}; "
+                         "decode them at one size (frames.width/height)")
+    fingerprint = fingerprints[0] if len(data) == 1 else {"subjects": fingerprints}
+    return Target(subjects, iuvs.pop(), fingerprint, sizes.pop())
+
+
+def starting_point(cfg: TrainConfig, labels: dict, ckpts: Checkpoints, target: Target, kind: str,
+                   base_path) -> tuple[dict | None, dict | None]:
+    """(the checkpoint to resume, the init_from weights to start from): at most one is given. A
+    checkpoint of other data or other settings is refused before any training."""
+    state = ckpts.latest()
+    if state is not None:
+        if state.get("data") != target.fingerprint:
+            raise ValueError(f"the checkpoints in {ckpts.folder} were trained on other frames, poses or IUV images "
+                             f"than {target.frames_path}; delete that folder to train from scratch on the new data")
+        check_settings({"train": state.get("train"), "labels": state.get("labels")},
+                       {"train": cfg.to_dict(), "labels": labels}, ckpts.folder, "train", cfg.continue_)
+        return state, None
+    if not cfg.init_from:
+        return None, None
+    start = load_start(cfg.init_from, "train", base_path)
+    check_start(start, asdict(cfg.model_config(kind, target.iuv)), labels, "train")
+    log.info("starting from %s (step %s): G and D loaded", start["from"]["path"], start["from"]["step"])
+    return None, start
+
+
+def phase_step(cfg: TrainConfig, run: Run, mcfg: ModelConfig, device, mem, world: int, iuv: bool) -> Callable:
+    """step(batch, k) of one phase: train_step with its compiled, DDP-wrapped models, autocast,
+    VGG and the augmentation of step k."""
+    mode = compile_mode(cfg.compile)
+    if mode:  # each phase compiles its own graphs
+        log.info("%s", compile_models([run.g, run.d], mode, cfg.compile_cache, device))
+    pair_run, d_run = PairGenerator(run.g, mcfg.temporal), run.d
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        pair_run = nn.parallel.DistributedDataParallel(pair_run, device_ids=ids)
+        d_run = nn.parallel.DistributedDataParallel(run.d, device_ids=ids)
+    amp, vgg, aug = autocast(device, cfg.bf16), vgg_loss(cfg, device, mem), augmenter(cfg, _d_image_channels(cfg, iuv))
+    t0, first = time.perf_counter(), [bool(mode)]
+
+    def step(batch, k: int) -> dict:
+        mark_step(mode)
+        losses = train_step(pair_run, d_run, run, vgg, cfg, batch, amp, aug,
+                            step_generator(cfg.seed, k, device) if aug else None)
+        if first[0]:
+            log.info("%s", compile_report(time.perf_counter() - t0))
+            first[0] = False
+        return losses
+    return step
+
+
+def fit_phase(cfg: TrainConfig, target: Target, labels: dict, ph: Phase, pi: int, state, start, ckpts: Checkpoints,
+              step: int, budget, rank: int, world: int, device, progress: bool):
+    """Phase `ph` from `step` (resumed from `state` or started from `start`), at most `budget`
+    steps, through the fit loop. Returns (run, how fit ended)."""
+    is_main = rank == 0
+    mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    mcfg, g, d, opt_g, opt_d, resumed = build_phase(cfg, ph, pi, state, target.iuv, device, mem, start)
+    if not resumed and is_main:
+        ckpts.best_path.unlink(missing_ok=True)  # the best model is chosen within the last phase
+    origin = state.get("init_from") if state else start and start["from"]  # what the model started from
+    fixed = {"phase": pi, "model": asdict(mcfg), "train": cfg.to_dict(), "labels": labels, "data": target.fingerprint,
+             "height": ph.height, "width": ph.width, "held_out_from": target.subjects[0].n_train, "init_from": origin}
+    run = Run(g, d, opt_g, opt_d, cfg, ckpts, LossLog(ckpts.folder / "loss.csv", step, is_main), fixed, step, is_main)
+    if resumed:
+        run.restore(state, device)
+    if is_main:
+        log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d", ph.kind,
+                 count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, run.step, ph.end)
+    step_fn = phase_step(cfg, run, mcfg, device, mem, world, target.iuv)
+    datas, pairs, device_data = phase_data(cfg, target.subjects, ph, device, mem)
+    perceptual = perceptual_metric(cfg, device) if is_main else None
+    lr_G, lr_D, warmup = cfg.schedule()
+    span = Span(ph.kind, ph.start, ph.end, min(ph.end, run.step + budget), lr_G, lr_D, warmup, cfg.sync_every, world,
+                "samples.png", progress)
+
+    def batches_of(a: int, b: int):
+        sampler = StepSampler(len(pairs), cfg.batch_size, cfg.seed, a, b, rank, world)
+        return batches(pairs, device_data, sampler, cfg, device, mem)
+
+    try:
+        return run, fit(run, span, batches_of, step_fn, lambda: validate_subjects(
+            g, datas, target.subjects, mcfg.temporal, device, cfg.bf16, perceptual, cfg.val_samples))
+    finally:
+        run.loss_log.close()
 
 
 def train(cfg: TrainConfig, frames_path, pose, out_dir, ckpt_dir, labels: dict | None = None,
-          render: Callable | None = None, max_steps: int | None = None, progress: bool = True, iuv_path=None) -> dict:
-    """Train (or resume) and write out_dir/{generator.pt, loss.csv, loss.png, samples.png}.
+          render: Callable | None = None, max_steps: int | None = None, progress: bool = True, iuv_path=None,
+          base_path=BASE_MODEL) -> dict:
+    """Train (or resume) the generator of one target and write out_dir/{generator.pt, loss.csv,
+    loss.png, samples.png}. pose: PoseArrays or a path; iuv_path: its IUV store (labels.iuv
+    concat). See `train_subjects`."""
+    return train_subjects(cfg, [(frames_path, pose, iuv_path)], out_dir, ckpt_dir, labels, render, max_steps,
+                          progress, base_path)
 
-    pose: PoseArrays or a path. labels: the config's labels section (schema defaults when None).
-    render: a label renderer instead of the labels section's (tests). max_steps: stop after this
-    many steps in this call with a checkpoint and no final outputs. Returns {"step", "done",
-    "metrics" (last validation), "best_step", "stopped" (the guard's message or ""), "generator",
-    "discriminator"} (the models in memory; None when nothing was trained in this call)."""
-    from tqdm import tqdm
 
+def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, labels: dict | None = None,
+                   render: Callable | None = None, max_steps: int | None = None, progress: bool = True,
+                   base_path=BASE_MODEL) -> dict:
+    """Train (or resume) one generator on the subjects `data` ((frames_path, pose, iuv_path) each:
+    a target, or the several subjects of the base) and write out_dir/{generator.pt, loss.csv,
+    loss.png, samples.png}.
+
+    labels: the config's labels section (schema defaults when None). render: a label renderer
+    instead of the labels section's (tests). max_steps: stop after this many steps in this call
+    with a checkpoint and no final outputs. base_path: the model train.init_from "base" names.
+    Returns {"step", "done", "ended" (fit's reason: end, max_steps, guard, signal), "signal" (its
+    number or 0), "metrics" (last validation), "best_step", "stopped" (the guard's message or
+    ""), "generator", "discriminator"} (the models in memory; None when nothing was trained)."""
     from .settings import section
 
     labels = section("labels", labels)
     rank, world, device = setup_distributed(cfg)
-    is_main = rank == 0
-    out_dir, ckpts = Path(out_dir), Checkpoints(ckpt_dir, cfg.keep_checkpoints)
-    frames, pose, iuv, render = open_data(cfg, labels, frames_path, pose, iuv_path, render)
-    n, fh, fw = frames.shape[:3]
-    height, width = cfg.height or fh, cfg.width or fw
-    phases = plan_phases(cfg, height, width)
-    n_train, n_val = split_frames(n, cfg.val_fraction)
-    tail = range(n_train, min(n, n_train + (cfg.val_max_frames or n)))
-    torch.backends.cudnn.benchmark = device.type == "cuda"
-    amp, mem = autocast(device, cfg.bf16), (torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    vgg, perceptual = vgg_loss(cfg, device, mem), perceptual_metric(cfg, device) if is_main else None
-    aug = augmenter(cfg, _d_image_channels(cfg, iuv is not None))
-    state = ckpts.latest()
-    fingerprint = data_fingerprint(frames, pose, iuv)
-    if state and state.get("data") != fingerprint:
-        raise ValueError(f"the checkpoints in {ckpts.folder} were trained on other frames, poses or IUV images than "
-                         f"{frames_path}; delete that folder to train from scratch on the new data")
+    ckpts = Checkpoints(ckpt_dir, cfg.keep_checkpoints)
+    target = open_target(cfg, labels, data, render)
+    (fh, fw), n_train = target.size, [s.n_train for s in target.subjects]
+    phases = plan_phases(cfg, cfg.height or fh, cfg.width or fw)
+    state, start = starting_point(cfg, labels, ckpts, target, phases[0].kind, base_path)
     step = state["step"] if state else 0
-    if is_main:
+    if rank == 0:
         log.info("CUDA_VISIBLE_DEVICES=%s device=%s world_size=%d torch=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
                  device, world, torch.__version__)
-        log.info("%d frames of %dx%d: %d for training, the last %d held out; phases %s", n, fw, fh, n_train, n_val,
-                 [(p.kind, p.end - p.start, f"{p.width}x{p.height}") for p in phases])
+        log.info("%s: frames of %dx%d, %s for training, the rest held out; phases %s", target.frames_path, fw, fh,
+                 " + ".join(map(str, n_train)), [(p.kind, p.end - p.start, f"{p.width}x{p.height}") for p in phases])
         if state:
-            log.info("resuming from %s (step %d of %d)", ckpts.steps()[-1], step, phases[-1].end)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    Stop.install()
-    mode = compile_mode(cfg.compile)
-    calls_left = max_steps if max_steps is not None else phases[-1].end
-    run, stopped, metrics = None, "", {}
-    for pi, ph in enumerate(phases):
-        if step >= ph.end or calls_left <= 0:
-            continue
-        mcfg, g, d, opt_g, opt_d, resumed = build_phase(cfg, ph, pi, state, iuv is not None, device, mem)
-        if not resumed and is_main:
-            ckpts.best_path.unlink(missing_ok=True)  # the best model is chosen within the last phase
-        fixed = {"phase": pi, "model": asdict(mcfg), "train": cfg.to_dict(), "labels": labels, "data": fingerprint,
-                 "height": ph.height, "width": ph.width, "held_out_from": n_train}
-        run = Run(g, d, opt_g, opt_d, cfg, ckpts, LossLog(ckpts.folder / "loss.csv", step, is_main), fixed, step, is_main)
-        if resumed:
-            run.restore(state, device)
-        if is_main:
-            log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d", ph.kind,
-                     count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, step, ph.end)
-        first_compiled = bool(mode)  # each phase compiles its own graphs
-        if mode:
-            log.info("%s", compile_models([g, d], mode, cfg.compile_cache, device))
-        pair_run, d_run = PairGenerator(g, mcfg.temporal), d
-        if world > 1:
-            ids = [device.index] if device.type == "cuda" else None
-            pair_run = nn.parallel.DistributedDataParallel(pair_run, device_ids=ids)
-            d_run = nn.parallel.DistributedDataParallel(d, device_ids=ids)
-        data = device_data = None  # the last phase's copy on the device goes before this one's is made
-        data, device_data = phase_data(cfg, frames_path, pose, ph, render, n_train, device, mem)
-        stop_at = min(ph.end, run.step + calls_left)
-        bar = tqdm(total=ph.end - ph.start, initial=run.step - ph.start, desc=f"{ph.kind} {ph.width}x{ph.height}",
-                   disable=not (is_main and progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        t0 = time.perf_counter()
-        try:
-            while run.step < stop_at:  # a rewind of the collapse guard restarts the data stream
-                sampler = StepSampler(n_train - 1, cfg.batch_size, cfg.seed, run.step, stop_at, rank, world)
-                pending = []  # (step, losses on the device, lr_G, lr_D) not yet read back
-                for batch in batches(data, device_data, sampler, cfg, device, mem):
-                    lr_G, lr_D = (run.lr_scale * learning_rate(lr, run.step, ph.start, ph.end, cfg.decay_from)
-                                  for lr in (cfg.lr_G, cfg.lr_D))
-                    run.set_lr(lr_G, lr_D)
-                    mark_step(mode)
-                    losses = train_step(pair_run, d_run, run, vgg, cfg, batch, amp, aug,
-                                        step_generator(cfg.seed, run.step, device) if aug else None)
-                    run.step += 1
-                    calls_left -= 1
-                    pending.append((run.step, losses, lr_G, lr_D))
-                    bar.update(1)
-                    if mode and first_compiled:
-                        log.info("%s", compile_report(time.perf_counter() - t0))
-                        first_compiled = False
-                    val_due = (cfg.val_every and run.step % cfg.val_every == 0) or run.step == ph.end
-                    # read the losses back only every sync_every steps (and where the host needs them);
-                    # the signal is checked per step by one process, at those points by DDP ranks together
-                    if not (val_due or run.checkpoint_due(stop_at) or run.step % cfg.sync_every == 0
-                            or (world == 1 and Stop.signum)):
-                        continue
-                    rows, signum = _read_back(pending, world)
-                    elapsed = round(time.perf_counter() - t0, 3)
-                    for row in rows:
-                        row.update(phase=ph.kind, time_s=elapsed)
-                    pending = []
-                    verdict = ""
-                    if val_due:
-                        metrics, verdict = _validate(run, g, data, tail, mcfg.temporal, device, cfg, perceptual, world)
-                        rows[-1].update(val_l1=metrics["l1"], val_ssim=metrics["ssim"], val_stlpips=metrics["stlpips"])
-                    last = rows[-1]
-                    bar.set_postfix(D=f"{last['loss_D']:.3f}", G=f"{last['loss_G_gan']:.3f}", l1=f"{last['l1']:.3f}",
-                                    refresh=False)
-                    run.end_step(rows, stop_at, signum)
-                    if verdict == "stop":
-                        run.stop(run.message)
-                    if verdict == "rewind":
-                        run.rewind(device)
-                        bar.n = run.step - ph.start
-                        break
-        except TrainingStopped as e:
-            stopped = str(e)
-        finally:
-            bar.close()
-            run.loss_log.close()
-        state, step = run.snapshot(), run.step
-        if stopped:
-            break
-    done = stopped or step_of(ckpts) >= phases[-1].end
-    if done and is_main:
-        write_final(ckpts, out_dir / "generator.pt", ("model", "height", "width", "labels", "held_out_from", "train"),
-                    "loss.csv", "samples.png", stopped)
+            log.info("resuming from %s (step %d of %d)", ckpts.loaded_from, step, phases[-1].end)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    budget, run, ended = (math.inf if max_steps is None else max_steps), None, None
+    with Stop.catching():
+        for pi, ph in enumerate(phases):
+            if step >= ph.end or budget <= 0:
+                continue
+            run, ended = fit_phase(cfg, target, labels, ph, pi, state, start if pi == 0 else None, ckpts, step, budget,
+                                   rank, world, device, progress and rank == 0)
+            budget -= ended.steps
+            state, step = run.snapshot(), run.step
+            if ended.why in ("guard", "signal"):
+                break
+    stopped = ended.message if ended else ""
+    done = bool(stopped) or step >= phases[-1].end
+    if done and rank == 0:
+        write_final(ckpts, Path(out_dir) / "generator.pt",
+                    ("model", "height", "width", "labels", "held_out_from", "train", "init_from"), "loss.csv",
+                    "samples.png", stopped)
     if world > 1:
         dist.barrier()
-    return {"step": run.step if run else step, "done": bool(done), "metrics": metrics, "stopped": stopped,
-            "best_step": run.guard.best_step if run else None, "val_l1": metrics.get("l1", float("nan")),
-            "generator": run and run.g, "discriminator": run and run.d}
-
-
-def step_of(ckpts: Checkpoints) -> int:
-    s = ckpts.steps()
-    return int(s[-1].stem.split("_")[1]) if s else 0
-
-
-def _d_image_channels(cfg: TrainConfig, iuv: bool):
-    from .augment import d_image_channels
-
-    return d_image_channels(LABEL_CH + (IUV_CH if iuv else 0), cfg.model["temporal"])
-
-
-def _read_back(pending: list, world: int) -> tuple[list[dict], int]:
-    """The loss rows of the pending steps (one host sync for all), averaged over DDP ranks, with
-    any preemption signal seen by a rank."""
-    names = list(pending[0][1])
-    vec = torch.stack([v.detach().float().reshape(()) for _, losses, _, _ in pending for v in losses.values()])
-    vec = torch.cat([vec.double(), torch.tensor([float(Stop.signum)], dtype=torch.float64, device=vec.device)])
-    if world > 1:
-        dist.all_reduce(vec)
-        vec[:-1] /= world
-    vec = vec.cpu()
-    signum = (Stop.signum or int(signal.SIGTERM)) if vec[-1].item() > 0 else 0
-    values = vec[:-1].view(len(pending), len(names)).tolist()
-    return [{"step": step, "lr_G": lr_G, "lr_D": lr_D, **dict(zip(names, v))}
-            for (step, _, lr_G, lr_D), v in zip(pending, values)], signum
-
-
-def _validate(run: Run, g, data, tail, temporal, device, cfg, perceptual, world) -> tuple[dict, str]:
-    """Validation on the main rank, its metrics shared with every rank, the guard acted on by all."""
-    metrics = {"l1": 0.0, "ssim": 0.0, "stlpips": 0.0}
-    if run.is_main:
-        metrics, grid = validate(g, data, tail, temporal, device, cfg.bf16, perceptual, cfg.val_samples)
-        write_png(run.ckpts.folder / "samples" / f"step_{run.step:08d}.png", grid)
-        write_png(run.ckpts.folder / "samples.png", grid)
-        log.info("step %d held out: L1 %.4f SSIM %.4f ST-LPIPS %.4f", run.step, metrics["l1"], metrics["ssim"],
-                 metrics["stlpips"])
-    if world > 1:
-        vec = torch.tensor([metrics[k] for k in ("l1", "ssim", "stlpips")], dtype=torch.float64)
-        dist.broadcast(vec, 0)
-        metrics = dict(zip(("l1", "ssim", "stlpips"), vec.tolist()))
-    verdict = run.validated(metrics)
-    if world > 1:
-        dist.barrier()  # best.pt is on disk before any rank goes back to it
-    return metrics, verdict
+    metrics = ended.metrics if ended else {}
+    return {"step": step, "done": done, "ended": ended.why if ended else "end", "signal": ended.signum if ended else 0,
+            "metrics": metrics, "stopped": stopped, "best_step": run.guard.best_step if run else None,
+            "val_l1": metrics.get("l1", float("nan")), "generator": run and run.g, "discriminator": run and run.d}
 
 
 def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, limit_h: float | None) -> str:
@@ -555,6 +663,7 @@ def main(argv=None):
     ap.add_argument("--settings", default="{}", help="the config's train section as JSON (schema defaults fill the rest)")
     ap.add_argument("--labels", default="{}", help="the config's labels section as JSON")
     ap.add_argument("--iuv", default=None, help="the target's DensePose IUV store (iuv.npy), for labels.iuv concat")
+    ap.add_argument("--base", default=BASE_MODEL, help="the base model train.init_from: base starts from")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (checkpointed)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
@@ -569,10 +678,13 @@ def main(argv=None):
         except TooSlowForCPU as e:
             sys.exit(f"train_generator: {e}")
     try:
-        train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps, iuv_path=a.iuv)
+        r = train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps,
+                  iuv_path=a.iuv, base_path=a.base)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun
+        sys.exit(128 + r["signal"])
 
 
 if __name__ == "__main__":

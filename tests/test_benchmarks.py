@@ -28,7 +28,8 @@ def table(out: str) -> list[dict]:
 
 def test_quality(tmp_path):
     out = run("quality.py", "--synth", "1", "--fps", "10", "--size", "64x64", "--steps", "6", "--val-every", "2",
-              "--set", "train.vgg=false", "--set", TINY_MODEL, "--set", "train.workers=0", "--out", str(tmp_path))
+              "--set", "train.vgg=false", "--set", TINY_MODEL, "--set", "train.workers=0",
+              "--set", "train.min_train_frames=2", "--set", "train.min_val_frames=1", "--out", str(tmp_path))
     rows = table(out)
     assert [int(r["step"]) for r in rows] == [2, 4, 6]  # one row per validation
     for r in rows:

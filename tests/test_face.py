@@ -84,7 +84,7 @@ def dancer(tmp_path_factory):
     pose = clip.truth("tgt", "target")
     write_pose(pose, d / "pose.parquet")
     cfg = TrainConfig.from_dict(dict(model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1), vgg=False,
-                                     workers=0, global_steps=8, val_fraction=0.2, val_samples=2, val_every=0,
+                                     workers=0, global_steps=8, val_fraction=0.2, val_samples=2, val_every=0, min_train_frames=2, min_val_frames=1,
                                      checkpoint_every=0, channels_last=False, device="cpu"))
     train(cfg, d / "frames.npy", pose, d / "g", d / "g/checkpoints", progress=False)
     return d, frames, pose
@@ -208,3 +208,29 @@ def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
     r = subprocess.run(cmd + ["--settings", json.dumps(face)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming from {ckpts[0]}" in r.stderr and (tmp_path / "face.pt").exists()
+
+
+@pytest.mark.slow
+def test_changed_face_settings_stop_a_budget_raise_continues_and_init_from_starts(dancer, tmp_path):
+    from steps.atomic import DamagedFile
+    from steps.generator import load_face, read_meta
+
+    d, _, pose = dancer
+    args = (d / "frames.npy", pose, d / "g/generator.pt", tmp_path, tmp_path / "ck")
+    train_face(FaceTrainConfig.from_dict({**TINY, "steps": 2}), *args, progress=False)
+    with pytest.raises(ValueError, match=r"face.lr_G: 0.001 -> 0.002") as e:
+        train_face(FaceTrainConfig.from_dict({**TINY, "steps": 4, "lr_G": 2e-3}), *args, progress=False)
+    assert "face.continue: true" in str(e.value)
+    assert train_face(FaceTrainConfig.from_dict({**TINY, "steps": 3}), *args, progress=False)["step"] == 3
+    r = train_face(FaceTrainConfig.from_dict({**TINY, "steps": 4, "lr_G": 2e-3, "continue": True}), *args,
+                   progress=False)
+    assert r["done"] and r["step"] == 4
+    # another face GAN starts from this one's G_f and D_f, and says so
+    start = FaceTrainConfig.from_dict({**TINY, "steps": 2, "init_from": str(tmp_path / "face.pt")})
+    train_face(start, d / "frames.npy", pose, d / "g/generator.pt", tmp_path / "b", tmp_path / "b/ck", progress=False)
+    assert read_meta(tmp_path / "b/face.pt")["init_from"]["path"] == str(tmp_path / "face.pt")
+    # a truncated face.pt is named with the rule that writes it again
+    b = (tmp_path / "face.pt").read_bytes()
+    (tmp_path / "face.pt").write_bytes(b[: len(b) // 3])
+    with pytest.raises(DamagedFile, match="rerun train_face"):
+        load_face(tmp_path / "face.pt")

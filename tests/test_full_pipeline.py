@@ -26,7 +26,8 @@ FRAMES = {"fps": 10, "width": 192, "height": 192}
 RESOURCES = dict(gpus=0, threads=1, mem_mb=1000, runtime=10)
 TRAIN = dict(global_steps=30, width=96, height=96, model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=1),
              vgg=False, workers=0, val_fraction=0.25, val_samples=2, val_every=0, checkpoint_every=0,
-             channels_last=False, device="cpu", resources={**RESOURCES, "cpus_per_task": 1})
+             channels_last=False, device="cpu", min_train_frames=2, min_val_frames=1,
+             resources={**RESOURCES, "cpus_per_task": 1})
 FACE = dict(steps=10, batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=True,
             val_every=0, checkpoint_every=0, device="cpu", resources={**RESOURCES, "cpus_per_task": 1})
 

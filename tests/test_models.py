@@ -12,7 +12,7 @@ import torch
 from steps.models import (GlobalGenerator, LocalEnhancer, ModelConfig, MultiscaleDiscriminator,
                           PairGenerator, build_discriminator, build_generator, count_params, d_input,
                           feature_matching_loss, lsgan_loss)
-from steps.loop import learning_rate
+from steps.gan import learning_rate
 from steps.train import TrainConfig, plan_phases
 
 ROOT = Path(__file__).resolve().parents[1]

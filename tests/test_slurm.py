@@ -243,7 +243,7 @@ def test_pipeline_on_slurm_matches_local_run(slurm_cluster, gpu_workflow_run, tm
 # SLURM for train.resources.gpus GPUs: `gpus=1` is the one place here that names that key.
 TINY_TRAIN = dict(global_steps=3, width=64, height=64, model=dict(ngf=4, n_down=2, n_blocks=1, ndf=4, n_layers_D=1,
                   num_D=1), vgg=False, workers=0, val_samples=1, val_every=0, checkpoint_every=0,
-                  channels_last=False, resources=dict(gpus=1, threads=1))
+                  channels_last=False, min_train_frames=2, min_val_frames=1, resources=dict(gpus=1, threads=1))
 # GPU rules' CPU, memory and time requests shrunk to fit the test node
 SMALL = {"cpus_per_task": 1, "mem_mb": 1000, "runtime": 10}
 

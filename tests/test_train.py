@@ -75,7 +75,7 @@ def write_data(d: Path, n: int = 24):
 
 TINY = dict(model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=2), vgg=False, workers=0,
             val_fraction=0.2, val_samples=2, val_every=0, checkpoint_every=0, keep_checkpoints=3,
-            channels_last=False)
+            channels_last=False, min_train_frames=2, min_val_frames=1)
 LABELS = {"thickness": 2, "face": False, "hands": False}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from steps.loop import compile_mode
+from steps.train import compile_mode
 from steps.train import DeviceData, FrameData, StepSampler, batches, data_fits_device, train
 from test_train import _sd_equal, cfg, read_csv, tiny_render, write_data
 

@@ -42,7 +42,7 @@ def models(tmp_path_factory):
     np.save(d / "frames.npy", np.stack(list(clip.frames())))
     pose = clip.truth("tgt", "target")
     cfg = TrainConfig.from_dict(dict(model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=False,
-                                     workers=0, global_steps=4, width=GEN, height=GEN, val_fraction=0.2, val_every=0,
+                                     workers=0, global_steps=4, width=GEN, height=GEN, val_fraction=0.2, val_every=0, min_train_frames=2, min_val_frames=1,
                                      checkpoint_every=0, channels_last=False, device="cpu"))
     train(cfg, d / "frames.npy", pose, d / "m", d / "m/ck", progress=False)
     fcfg = FaceTrainConfig.from_dict(dict(steps=2, batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8,

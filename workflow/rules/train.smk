@@ -6,11 +6,18 @@
 # that the rerun resumes (after a crash, a kill or a SLURM preemption, which sends SIGTERM: the
 # loop saves a checkpoint and exits non-zero). Delete that folder to train from scratch. With
 # train.resources.gpus > 1 the job runs one process per GPU under torchrun (DDP).
+#
+# Changed settings (beyond the step budget, validation, checkpointing and resources) stop the job
+# before training with the changed keys listed: delete the checkpoints folder, or set
+# train.continue: true. With train.init_from: base the job waits for train_base (base.smk) and
+# starts from its G and D when the target has no checkpoints of its own.
 
 
 rule train_generator:
     input:
         unpack(iuv_input("target")),
+        # train.init_from: base waits for the base model (BASE_MODEL, base.smk)
+        unpack(lambda wildcards: {"base": BASE_MODEL} if config["train"]["init_from"] == "base" else {}),
         frames="results/frames/{target}/frames.npy",
         pose="results/pose_smooth/{target}.parquet",
     output:
@@ -40,6 +47,7 @@ rule train_generator:
             else "python -m steps.train"
         ),
         iuv=iuv_flag,
+        base=lambda wildcards, input: f"--base {input.base}" if "base" in input.keys() else "",
         threads_per_process=lambda wildcards, threads: max(1, threads // max(1, resources("train")["gpus"])),
     log:
         "logs/train/{target}.log",
@@ -56,11 +64,11 @@ rule train_generator:
     shell:
         "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose}"
         " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --settings {params.settings:q}"
-        " --labels {params.labels:q} {params.iuv} > {log} 2>&1"
+        " --labels {params.labels:q} {params.iuv} {params.base} > {log} 2>&1"
 
 
 # The ablation of the evaluation table (evaluate.ablation): the same generator without temporal
-# smoothing, its own checkpoints, one process.
+# smoothing, its own checkpoints, one process, from scratch (a base is a temporal model).
 use rule train_generator as train_generator_no_temporal with:
     output:
         generator="results/models/{target}/no_temporal/generator.pt",
@@ -70,10 +78,11 @@ use rule train_generator as train_generator_no_temporal with:
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.generator),
         ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.generator), "checkpoints"),
-        settings=settings("train", model={**config["train"]["model"], "temporal": False}),
+        settings=settings("train", model={**config["train"]["model"], "temporal": False}, init_from=None),
         labels=settings("labels"),
         launcher="python -m steps.train",
         iuv=iuv_flag,
+        base="",
         threads_per_process=lambda wildcards, threads: threads,
     log:
         "logs/train/{target}_no_temporal.log",

@@ -1,0 +1,247 @@
+"""A new target from a multi-person base against the same target from scratch (issue 21).
+
+In one run: a base generator (steps.base) is trained on every subject but the target, then the
+target is trained twice with the same settings, from the base (train.init_from, the fine-tune
+schedule) and from scratch, each validated on its held-out tail every --val-every steps:
+SSIM and ST-LPIPS (the training loop's own validation, loss.csv) and the face SSIM (every
+kept checkpoint regenerated here, faces cropped with steps.faceboxes). The table says at each
+validation step where both runs are, and how many steps each needs to reach the scratch run's
+final SSIM and ST-LPIPS; a PNG shows the curves.
+
+Real clips: the frames and smoothed poses of the subjects are read from a pipeline working
+directory (--data, results/frames/<s>/frames.npy and results/pose_smooth/<s>.parquet), made
+e.g. by `snakemake --configfile <clips config> results/pose_smooth/<s>.parquet` for each. The
+training settings are config/examples/real_clips.yaml's (192x256, ngf 16, 4 blocks, no VGG).
+
+    python benchmarks/warm_start.py --data ../edn-warm --base dancer model_small --target model \
+        --base-steps 800 --warm-steps 500 --scratch-steps 2500 --out ../edn-warm/bench
+    python benchmarks/warm_start.py --quick --out /tmp/ws   # synthetic dancers, tiny, seconds
+
+--quick makes three synthetic dancers (steps.synth: rendered people with known poses) and runs
+the same comparison at toy size; a CI test runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from steps.base import base_config, train_base  # noqa: E402
+from steps.faceboxes import face_boxes  # noqa: E402
+from steps.generator import generate_sequence, label_renderer  # noqa: E402
+from steps.metrics import ssim  # noqa: E402
+from steps.models import ModelConfig, build_generator  # noqa: E402
+from steps.posetable import read_pose  # noqa: E402
+from steps.train import TrainConfig, train  # noqa: E402
+
+log = logging.getLogger("warm_start")
+QUICK_TRAIN = dict(model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=False, workers=0,
+                   val_fraction=0.2, val_samples=2, channels_last=False, device="cpu", min_train_frames=10,
+                   min_val_frames=2, select_by="l1")
+
+
+def real_settings() -> dict:
+    """The train section of config/examples/real_clips.yaml, without its resources."""
+    import yaml
+
+    t = yaml.safe_load((ROOT / "config/examples/real_clips.yaml").read_text())["train"]
+    return {k: v for k, v in t.items() if k not in ("resources", "global_steps")}
+
+
+def synth_subjects(folder: Path, names: list[str], size: int = 64, seconds: float = 3.0) -> dict:
+    """--quick: rendered dancers (the synth presets' people, each its own dance) as pipeline outputs."""
+    from steps.posetable import write_pose
+    from steps.synth import make_clip
+
+    for k, name in enumerate(names):
+        d = folder / "results/frames" / name
+        if (d / "frames.npy").exists():
+            continue
+        clip = make_clip("target" if k % 2 == 0 else "source", seconds, 10, size, size, seed=11 + k)
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / "frames.npy", np.stack(list(clip.frames())))
+        (folder / "results/pose_smooth").mkdir(parents=True, exist_ok=True)
+        write_pose(clip.truth(name, "target"), folder / f"results/pose_smooth/{name}.parquet")
+    return paths(folder, names)
+
+
+def paths(folder: Path, names: list[str]) -> dict:
+    out = {n: (folder / f"results/frames/{n}/frames.npy", folder / f"results/pose_smooth/{n}.parquet") for n in names}
+    missing = [str(p) for pair in out.values() for p in pair if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run the pipeline up to pose_smooth for these subjects")
+    return out
+
+
+@torch.no_grad()
+def face_ssim(ckpt: Path, frames_path, pose, labels: dict) -> float:
+    """Face-box SSIM of a checkpoint's G on the held-out tail (generated recurrently, as transfer does)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    mcfg = ModelConfig(**state["model"])
+    g = build_generator(mcfg)
+    g.load_state_dict(state["G"])
+    g.temporal = mcfg.temporal
+    g.eval()
+    h, w, lo = state["height"], state["width"], state["held_out_from"]
+    frames = np.load(frames_path, mmap_mode="r")
+    render = label_renderer({"labels": labels, "height": h, "width": w, "model": state["model"]})
+    tail = range(lo, len(frames))
+    fake = list(generate_sequence(g, [render(pose, i) for i in tail]))
+    boxes = face_boxes(pose, h, w)
+    from steps.generator import resize_frame
+
+    crops = [(boxes.crop(f, i), boxes.crop(resize_frame(frames[i], h, w), i)) for f, i in zip(fake, tail)]
+    return float(np.mean([ssim(a, b) for a, b in crops]))
+
+
+def curve(run_dir: Path, frames_path, pose, labels: dict) -> list[dict]:
+    """(step, SSIM, ST-LPIPS, face SSIM) at each validation of a finished run."""
+    import pandas as pd
+
+    df = pd.read_csv(run_dir / "loss.csv")
+    rows = []
+    for r in df[df["val_ssim"].notna()].itertuples():
+        ck = run_dir / "checkpoints" / f"step_{int(r.step):08d}.pt"
+        rows.append({"step": int(r.step), "ssim": float(r.val_ssim), "stlpips": float(r.val_stlpips),
+                     "face_ssim": face_ssim(ck, frames_path, pose, labels) if ck.exists() else float("nan")})
+    return rows
+
+
+def train_seconds(run_dir: Path) -> float:
+    import pandas as pd
+
+    return float(pd.read_csv(run_dir / "loss.csv")["time_s"].dropna().iloc[-1])
+
+
+def steps_to_reach(rows: list[dict], ssim_goal: float, lpips_goal: float) -> dict:
+    """The first validation step at which a run reaches each goal (None: never)."""
+    first = {}
+    for key, ok in (("ssim", lambda r: r["ssim"] >= ssim_goal), ("stlpips", lambda r: r["stlpips"] <= lpips_goal)):
+        first[key] = next((r["step"] for r in rows if ok(r)), None)
+    first["both"] = next((r["step"] for r in rows if r["ssim"] >= ssim_goal and r["stlpips"] <= lpips_goal), None)
+    return first
+
+
+def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels: dict, base_path=None) -> dict:
+    t0 = time.perf_counter()
+    cfg = TrainConfig.from_dict(settings)
+    r = train(cfg, frames_path, pose_path, out / name, out / name / "checkpoints", labels, progress=False,
+              base_path=base_path)
+    log.info("%s: %d steps in %.0f s", name, r["step"], time.perf_counter() - t0)
+    return r
+
+
+def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> str:
+    by_step = {r["step"]: r for r in scratch}
+    wby = {r["step"]: r for r in warm}
+    lines = [f"Target {info['target']}, base {' + '.join(info['base'])} ({info['base_steps']} steps); "
+             f"scratch {info['scratch_steps']} steps ({info['scratch_s']:.0f} s), from the base "
+             f"{info['warm_steps']} steps ({info['warm_s']:.0f} s); held-out tail, validation every "
+             f"{info['val_every']} steps.", "",
+             "| step | scratch SSIM | ST-LPIPS | face SSIM | from base SSIM | ST-LPIPS | face SSIM |",
+             "|---|---|---|---|---|---|---|"]
+    for step in sorted(set(by_step) | set(wby)):
+        s, w = by_step.get(step), wby.get(step)
+        cell = (lambda r: f"{r['ssim']:.3f} | {r['stlpips']:.3f} | {r['face_ssim']:.3f}" if r else "– | – | –")
+        lines.append(f"| {step} | {cell(s)} | {cell(w)} |")
+    goal = scratch[-1]
+    lines += ["", f"Steps to reach the scratch run's final SSIM {goal['ssim']:.3f} and ST-LPIPS {goal['stlpips']:.3f}:",
+              "", "| run | SSIM | ST-LPIPS | both |", "|---|---|---|---|"]
+    for k in ("scratch", "warm"):
+        lines.append(f"| {'from scratch' if k == 'scratch' else 'from the base'} | "
+                     + " | ".join(str(reach[k][m]) if reach[k][m] is not None else f"not within {info[k + '_steps']}"
+                                  for m in ("ssim", "stlpips", "both")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(scratch, warm, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, title in zip(axes, ("ssim", "stlpips", "face_ssim"),
+                              ("held-out SSIM (higher is better)", "held-out ST-LPIPS (lower)", "face SSIM (higher)")):
+        for rows, label in ((scratch, "from scratch"), (warm, "from the base")):
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], "o-", ms=3, label=label)
+        ax.axhline(scratch[-1][key], color="grey", lw=0.8, ls="--")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("target training steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="synthetic dancers at toy size (seconds; CI)")
+    ap.add_argument("--data", type=Path, help="a pipeline working directory with the subjects' frames and poses")
+    ap.add_argument("--base", nargs="+", default=["dancer", "model_small"], help="subjects of the base")
+    ap.add_argument("--target", default="model", help="the held-out person (never in the base)")
+    ap.add_argument("--base-steps", type=int, default=800)
+    ap.add_argument("--warm-steps", type=int, default=500)
+    ap.add_argument("--scratch-steps", type=int, default=2500)
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=0, help="train.finetune.warmup of the run from the base")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["warm", "scratch"], help="train only the base and the run from it, or only "
+                    "the scratch run (two processes side by side on two cores), and write no table; a run without "
+                    "--only then finds both trained (they resume as finished) and writes the table")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    torch.set_num_threads(a.threads)
+    if a.target in a.base:
+        raise SystemExit(f"the target {a.target} is also in the base: leave it out")
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.quick:
+        a.base_steps, a.warm_steps, a.scratch_steps, a.val_every = 6, 4, 8, 2
+        data, settings, labels = synth_subjects(a.out / "data", [*a.base, a.target]), dict(QUICK_TRAIN), {}
+    else:
+        data, settings, labels = paths(a.data, [*a.base, a.target]), real_settings(), {}
+    settings.update(val_every=a.val_every, checkpoint_every=a.val_every, keep_checkpoints=10_000)
+    from steps.settings import section
+
+    labels = section("labels", labels)
+    frames_path, pose_path = data[a.target]
+    if a.only != "scratch":
+        bcfg = base_config(settings, {"global_steps": a.base_steps})
+        train_base(bcfg, [data[s][0] for s in a.base], [data[s][1] for s in a.base], a.out / "_base",
+                   a.out / "_base" / "checkpoints", labels, progress=False)
+        run_one("warm", {**settings, "global_steps": a.scratch_steps, "init_from": "base",
+                                     "finetune": {"steps": a.warm_steps, "warmup": a.warmup}},
+                            frames_path, pose_path, a.out, labels, a.out / "_base" / "generator.pt")
+    if a.only != "warm":
+        run_one("scratch", {**settings, "global_steps": a.scratch_steps}, frames_path, pose_path,
+                               a.out, labels)
+    if a.only:
+        return
+    # training time: the loss CSV's clock (seconds since its run started; a resumed run restarts it)
+    base_s, warm_s, scratch_s = (train_seconds(a.out / k) for k in ("_base", "warm", "scratch"))
+    pose = read_pose(pose_path)
+    curves = {k: curve(a.out / k, frames_path, pose, labels) for k in ("scratch", "warm")}
+    goal = curves["scratch"][-1]
+    reach = {k: steps_to_reach(v, goal["ssim"], goal["stlpips"]) for k, v in curves.items()}
+    info = dict(target=a.target, base=a.base, base_steps=a.base_steps, warm_steps=a.warm_steps,
+                scratch_steps=a.scratch_steps, val_every=a.val_every, base_s=base_s, warm_s=warm_s,
+                scratch_s=scratch_s)
+    table = markdown(curves["scratch"], curves["warm"], reach, info)
+    (a.out / "warm_start.md").write_text(table)
+    (a.out / "warm_start.json").write_text(json.dumps({"info": info, "curves": curves, "reach": reach}, indent=1))
+    plot(curves["scratch"], curves["warm"], a.out / "warm_start.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

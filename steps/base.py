@@ -1,0 +1,77 @@
+"""Train a base generator on the frames of several subjects (the `train_base` rule).
+
+One generator and its discriminator, trained as a target's are (steps.train: the same networks,
+losses, learning rates, fit loop, checkpoints and resume), on the frames of every subject in
+base.subjects: a step's pairs are drawn across all of them (each pair within one subject), and
+each subject's held-out tail (train.val_fraction) is kept out of training and validated on, the
+held-out metrics being the mean over subjects. The result, results/models/_base/generator.pt,
+holds G and D; a target with `train.init_from: base` starts from both and fine-tunes
+(train.finetune) instead of training from nothing.
+
+    python -m steps.base --frames a/frames.npy b/frames.npy --pose a.parquet b.parquet \
+        --out-dir results/models/_base --ckpt-dir results/models/_base/checkpoints \
+        --settings '<train section JSON>' --base-settings '<base section JSON>'
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import torch
+
+from .budget import TooSlowForCPU
+from .settings import section
+from .train import TrainConfig, cpu_hours, train_subjects
+
+log = logging.getLogger("base")
+
+
+def base_config(train: dict | None, base: dict | None) -> TrainConfig:
+    """The train section with the base's step budget; a base starts from nothing."""
+    b = section("base", base)
+    return TrainConfig.from_dict({**(train or {}), "global_steps": b["global_steps"], "local_steps": b["local_steps"],
+                                  "init_from": None})
+
+
+def train_base(cfg: TrainConfig, frames: list, poses: list, out_dir, ckpt_dir, labels: dict | None = None,
+               **kw) -> dict:
+    """Train (or resume) the base on the subjects (frames[i], poses[i]); see steps.train.train_subjects."""
+    if len(frames) != len(poses) or not frames:
+        raise ValueError(f"the base needs the frames and the poses of the same subjects, at least one "
+                         f"(got {len(frames)} frames stores and {len(poses)} pose tables; set base.subjects)")
+    if (labels or {}).get("iuv") == "concat":
+        raise ValueError("labels.iuv concat: a base of several subjects is not supported with IUV label channels")
+    return train_subjects(cfg, [(f, p, None) for f, p in zip(frames, poses)], out_dir, ckpt_dir, labels, **kw)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Train a base generator on the frames of several subjects.")
+    ap.add_argument("--frames", nargs="+", required=True, help="each subject's frames.npy")
+    ap.add_argument("--pose", nargs="+", required=True, help="each subject's smoothed pose table, in the same order")
+    ap.add_argument("--out-dir", required=True, help="writes generator.pt (G and D), loss.csv, loss.png, samples.png")
+    ap.add_argument("--ckpt-dir", required=True, help="checkpoints; a rerun resumes from them")
+    ap.add_argument("--settings", default="{}", help="the config's train section as JSON")
+    ap.add_argument("--base-settings", default="{}", help="the config's base section as JSON")
+    ap.add_argument("--labels", default="{}", help="the config's labels section as JSON")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    given = json.loads(a.settings)
+    cfg = base_config(given, json.loads(a.base_settings))
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        try:  # the first subject's size stands for all: the base trains at one size
+            log.info(cpu_hours(cfg, a.frames[0], False, section("train", given)["cpu_hours_limit"]))
+        except TooSlowForCPU as e:
+            sys.exit(f"train_base: {e}")
+    r = train_base(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps)
+    if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun
+        sys.exit(128 + r["signal"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Starting from other weights (train.init_from) and the multi-subject base (steps.base, train_base)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from steps.base import base_config, train_base
+from steps.checkpoints import load_start
+from steps.generator import read_meta
+from steps.train import FrameData, Phase, StepSampler, Subjects, build_phase, train
+from test_loop import SignalAt
+from test_train import H, LABELS, TINY, W, _sd_equal, cfg, read_csv, tiny_render, write_data
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory):
+    """A second subject: the same dance, other colours (the inverted frames)."""
+    d = tmp_path_factory.mktemp("other")
+    frames_path, pose_path, pose = write_data(d, n=20)
+    np.save(frames_path, 255 - np.load(frames_path))
+    return frames_path, pose_path, pose
+
+
+@pytest.fixture(scope="module")
+def donor(data, tmp_path_factory):
+    """A generator trained 4 steps: the weights to start from."""
+    d = tmp_path_factory.mktemp("donor")
+    frames_path, _, pose = data
+    train(cfg(global_steps=4), frames_path, pose, d, d / "ck", render=tiny_render, progress=False)
+    return d / "generator.pt"
+
+
+def test_init_from_loads_g_and_d_and_the_model_records_it(data, donor, tmp_path):
+    frames_path, _, pose = data
+    c = cfg(global_steps=100, init_from=str(donor), finetune={"steps": 3, "warmup": 2}, decay_from=1.0)
+    start = load_start(c.init_from, "train", None)
+    _, g, d, *_ = build_phase(c, Phase("global", 0, 3, H, W), 0, None, False, torch.device("cpu"),
+                              torch.contiguous_format, start)
+    saved = torch.load(donor, weights_only=True)
+    _sd_equal(g.state_dict(), saved["state_dict"])
+    _sd_equal(d.state_dict(), saved["D"])
+    r = train(c, frames_path, pose, tmp_path, tmp_path / "ck", render=tiny_render, progress=False)
+    meta = read_meta(tmp_path / "generator.pt")
+    assert r["done"] and meta["last_step"] == 3  # the fine-tune's steps, not global_steps
+    assert meta["init_from"]["path"] == str(donor) and meta["init_from"]["step"] == saved["step"]
+    lr = [float(x["lr_G"]) for x in read_csv(tmp_path / "loss.csv")]
+    assert lr == pytest.approx([4e-4 / 3, 8e-4 / 3, 4e-4], rel=1e-5)  # warm-up over 2 steps, then train.lr_G
+
+
+def test_a_checkpoint_is_a_starting_point_too(data, donor, tmp_path):
+    frames_path, _, pose = data
+    ck = sorted((donor.parent / "ck").glob("step_*.pt"))[-1]
+    r = train(cfg(init_from=str(ck), finetune={"steps": 2}), frames_path, pose, tmp_path, tmp_path / "ck",
+              render=tiny_render, progress=False)
+    assert r["done"] and read_meta(tmp_path / "generator.pt")["init_from"]["path"] == str(ck)
+
+
+def test_a_start_that_does_not_fit_names_both_settings(data, donor, tmp_path):
+    frames_path, _, pose = data
+    wider = {**TINY["model"], "ngf": 16}
+    with pytest.raises(ValueError) as e:
+        train(cfg(model=wider, init_from=str(donor)), frames_path, pose, tmp_path, tmp_path / "ck",
+              render=tiny_render, progress=False)
+    assert str(donor) in str(e.value) and "train.model.ngf: 8 there, 16 here" in str(e.value)
+    with pytest.raises(ValueError, match="labels.face: True there, False here"):  # the donor: the schema's labels
+        train(cfg(init_from=str(donor)), frames_path, pose, tmp_path, tmp_path / "ck", labels={"face": False},
+              render=tiny_render, progress=False)
+    assert not list((tmp_path / "ck").glob("step_*.pt"))  # refused before training
+
+
+def test_a_fine_tune_resumes_exactly_after_a_kill(data, donor, tmp_path):
+    frames_path, _, pose = data
+    c = cfg(init_from=str(donor), finetune={"steps": 6, "warmup": 3, "lr_G": 1e-3})
+    straight = train(c, frames_path, pose, tmp_path / "a", tmp_path / "a_ck", render=tiny_render, progress=False)
+    r = train(c, frames_path, pose, tmp_path / "b", tmp_path / "b_ck", render=SignalAt(signal.SIGTERM, 6),
+              progress=False)
+    assert r["ended"] == "signal" and r["step"] == 3
+    resumed = train(c, frames_path, pose, tmp_path / "b", tmp_path / "b_ck", render=tiny_render, progress=False)
+    assert resumed["step"] == 6
+    _sd_equal(straight["generator"].state_dict(), resumed["generator"].state_dict())
+    _sd_equal(straight["discriminator"].state_dict(), resumed["discriminator"].state_dict())
+    # the resumed model still says where it started from
+    assert read_meta(tmp_path / "b" / "generator.pt")["init_from"]["path"] == str(donor)
+
+
+# --- the base ------------------------------------------------------------------------------------
+
+def test_the_bases_batches_come_from_every_subject_and_stay_within_one(data, other):
+    (fa, _, pa), (fb, _, pb) = data, other
+    datas = [FrameData(fa, pa, H, W, tiny_render), FrameData(fb, pb, H, W, tiny_render)]
+    n_train = [19, 16]  # 24 and 20 frames, 20% held out
+    pairs = Subjects(datas, n_train)
+    assert len(pairs) == 18 + 15
+    assert pairs.locate(0) == (0, 0) and pairs.locate(17) == (0, 17) and pairs.locate(18) == (1, 0)
+    seen = [pairs.locate(j)[0] for k in range(40) for j in StepSampler(len(pairs), 2, 0, k, k + 1).indices(k)]
+    assert set(seen) == {0, 1} and 0.3 < np.mean(seen) < 0.7
+    # pair 18 is subject 1's frames 0 and 1 (the inverted colours), never subject 0's last frame
+    y_t, y_t1, x_t, x_t1 = pairs[18]
+    expected = torch.from_numpy(np.load(fb)[1]).permute(2, 0, 1).float() / 127.5 - 1
+    torch.testing.assert_close(x_t1, expected)
+
+
+def test_a_base_validates_every_subject_and_a_target_starts_from_it(data, other, tmp_path):
+    (fa, _, pa), (fb, _, pb) = data, other
+    c = base_config({**TINY, "val_every": 2}, {"global_steps": 4})
+    r = train_base(c, [fa, fb], [pa, pb], tmp_path / "_base", tmp_path / "_base/ck", LABELS, render=tiny_render,
+                   progress=False)
+    assert r["done"]
+    base = torch.load(tmp_path / "_base" / "generator.pt", weights_only=True)
+    assert "D" in base and base["last_step"] == 4
+    import cv2
+    grid = cv2.imread(str(tmp_path / "_base" / "samples.png"))
+    assert grid.shape == (2 * 2 * H, 3 * W, 3)  # two held-out rows of each subject
+    # a target starts from it with init_from: base; one of other settings is refused naming both
+    t = train(cfg(init_from="base", finetune={"steps": 2}), fa, pa, tmp_path / "t", tmp_path / "t/ck", LABELS,
+              render=tiny_render, progress=False, base_path=tmp_path / "_base" / "generator.pt")
+    assert t["done"] and read_meta(tmp_path / "t" / "generator.pt")["init_from"]["init_from"] == "base"
+    with pytest.raises(ValueError, match="train.model.n_blocks: 2 there, 3 here"):
+        train(cfg(init_from="base", model={**TINY["model"], "n_blocks": 3}), fa, pa, tmp_path / "u",
+              tmp_path / "u/ck", LABELS, render=tiny_render, progress=False,
+              base_path=tmp_path / "_base" / "generator.pt")
+
+
+def test_a_base_resumes_exactly(data, other, tmp_path):
+    (fa, _, pa), (fb, _, pb) = data, other
+    c = base_config(TINY, {"global_steps": 5})
+    args = ([fa, fb], [pa, pb])
+    a = train_base(c, *args, tmp_path / "a", tmp_path / "a/ck", LABELS, render=tiny_render, progress=False)
+    part = train_base(c, *args, tmp_path / "b", tmp_path / "b/ck", LABELS, render=tiny_render, progress=False,
+                      max_steps=2)
+    assert part["ended"] == "max_steps"
+    b = train_base(c, *args, tmp_path / "b", tmp_path / "b/ck", LABELS, render=tiny_render, progress=False)
+    assert b["step"] == 5
+    _sd_equal(a["generator"].state_dict(), b["generator"].state_dict())
+    _sd_equal(a["discriminator"].state_dict(), b["discriminator"].state_dict())
+
+
+def test_init_from_base_makes_train_generator_wait_for_train_base(data, tmp_path):
+    """The rules on their own (common.smk, base.smk, train.smk), frames and poses in place."""
+    import yaml
+
+    frames_path, pose_path, _ = data
+    for s in ("A", "B", "T"):
+        (tmp_path / f"results/frames/{s}").mkdir(parents=True)
+        (tmp_path / f"results/frames/{s}/frames.npy").symlink_to(frames_path)
+        (tmp_path / "results/pose_smooth").mkdir(exist_ok=True)
+        (tmp_path / f"results/pose_smooth/{s}.parquet").symlink_to(pose_path)
+    config = {"subjects": {s: {"video": f"{s}.mp4"} for s in ("A", "B", "T")}, "labels": LABELS,
+              "base": {"subjects": ["A", "B"]}, "train": {"init_from": "base"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text('configfile: "config.yaml"\n' + "".join(
+        f'include: "{ROOT}/workflow/rules/{r}.smk"\n' for r in ("common", "base", "train")))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
+           "-n", "-p", "results/models/T/generator.pt"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "rule train_base" in out and "rule train_generator" in out
+    assert "--base results/models/_base/generator.pt" in out
+    assert "results/frames/A/frames.npy results/frames/B/frames.npy" in out
+
+
+def test_the_warm_start_benchmark_runs_quick(tmp_path):
+    """benchmarks/warm_start.py --quick: synthetic dancers, a base of two, the third from the base
+    and from scratch, the table, the curves."""
+    import json
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/warm_start.py"), "--quick", "--out", str(tmp_path),
+                        "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "warm_start.json").read_text())
+    assert [x["step"] for x in res["curves"]["scratch"]] == [2, 4, 6, 8]
+    assert [x["step"] for x in res["curves"]["warm"]] == [2, 4]
+    assert all(np.isfinite(x["face_ssim"]) and 0 < x["ssim"] < 1 for c in res["curves"].values() for x in c)
+    assert "from the base" in (tmp_path / "warm_start.md").read_text()
+    assert (tmp_path / "warm_start.png").stat().st_size > 0
+    assert read_meta(tmp_path / "warm" / "generator.pt")["init_from"]["init_from"] == "base"
