@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from .budget import TooSlowForCPU
+from .budget import guard_cpu
 from .settings import section
 from .train import TrainConfig, cpu_hours, train_subjects
 
@@ -63,11 +63,9 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     given = json.loads(a.settings)
     cfg = base_config(given, json.loads(a.base_settings))
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        try:  # the first subject's size stands for all: the base trains at one size
-            log.info(cpu_hours(cfg, a.frames[0], False, section("train", given)["cpu_hours_limit"]))
-        except TooSlowForCPU as e:
-            sys.exit(f"train_base: {e}")
+    # the first subject's size stands for all: the base trains at one size
+    limit = section("train", given)["cpu_hours_limit"]
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames[0], False, limit), "train_base")
     r = train_base(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps)
     if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun
         sys.exit(128 + r["signal"])

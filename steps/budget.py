@@ -10,13 +10,19 @@ estimates 13 to 20 s, depending on what else the machine is doing).
 """
 from __future__ import annotations
 
+import logging
+import sys
 import time
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import (FaceModelConfig, ModelConfig, PairGenerator, build_discriminator, build_face_models,
                      build_generator, d_input)
+
+
+log = logging.getLogger("budget")
 
 
 class TooSlowForCPU(RuntimeError):
@@ -89,3 +95,13 @@ def check_cpu_hours(estimate_h: float, limit_h: float | None, what: str, key: st
             f"set {key}: null to train anyway."
         )
     return line
+
+
+def guard_cpu(device: str, estimate: Callable[[], str], stage: str) -> None:
+    """When the job trains on the CPU (`device` cpu, or auto without CUDA): log `estimate()`, or
+    exit naming the stage when it raises TooSlowForCPU, before any data is loaded."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        try:
+            log.info(estimate())
+        except TooSlowForCPU as e:
+            sys.exit(f"{stage}: {e}")

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .budget import TooSlowForCPU, check_cpu_hours, cpu_flops_per_second, face_step_flops
+from .budget import check_cpu_hours, cpu_flops_per_second, guard_cpu, face_step_flops
 from .checkpoints import Checkpoints, LossLog, check_settings, check_start, data_fingerprint, load_start, write_final
 from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_adversarial, perceptual_metric,
                   step_generator, vgg_loss)
@@ -298,11 +298,8 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     given = json.loads(a.settings)
     cfg = FaceTrainConfig.from_dict(given)
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        try:
-            log.info(cpu_hours(cfg, a.generator, section("face", given)["cpu_hours_limit"]))
-        except TooSlowForCPU as e:
-            sys.exit(f"train_face: {e}")
+    limit = section("face", given)["cpu_hours_limit"]
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.generator, limit), "train_face")
     r = train_face(cfg, a.frames, a.pose, a.generator, a.out_dir, a.ckpt_dir, max_steps=a.max_steps, iuv_path=a.iuv)
     if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun
         sys.exit(128 + r["signal"])

@@ -37,7 +37,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .budget import TooSlowForCPU, check_cpu_hours, cpu_flops_per_second, train_step_flops
+from .budget import check_cpu_hours, cpu_flops_per_second, guard_cpu, train_step_flops
 from .checkpoints import (Checkpoints, LossLog, check_settings, check_start, data_fingerprint, load_start,
                           write_final)
 from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_adversarial, perceptual_metric,
@@ -672,11 +672,8 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     given = json.loads(a.settings)
     cfg = TrainConfig.from_dict(given)
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        try:
-            log.info(cpu_hours(cfg, a.frames, a.iuv is not None, section("train", given)["cpu_hours_limit"]))
-        except TooSlowForCPU as e:
-            sys.exit(f"train_generator: {e}")
+    limit = section("train", given)["cpu_hours_limit"]
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames, a.iuv is not None, limit), "train_generator")
     try:
         r = train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps,
                   iuv_path=a.iuv, base_path=a.base)
