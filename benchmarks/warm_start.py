@@ -143,7 +143,8 @@ def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels
 def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> str:
     by_step = {r["step"]: r for r in scratch}
     wby = {r["step"]: r for r in warm}
-    lines = [f"Target {info['target']}, base {' + '.join(info['base'])} ({info['base_steps']} steps); "
+    lines = [f"Target {info['target']}, base {' + '.join(info['base'])} "
+             f"({info['base_steps']} steps, {info['base_s']:.0f} s); "
              f"scratch {info['scratch_steps']} steps ({info['scratch_s']:.0f} s), from the base "
              f"{info['warm_steps']} steps ({info['warm_s']:.0f} s); held-out tail, validation every "
              f"{info['val_every']} steps.", "",
