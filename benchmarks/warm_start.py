@@ -143,7 +143,8 @@ def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels
 def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> str:
     by_step = {r["step"]: r for r in scratch}
     wby = {r["step"]: r for r in warm}
-    lines = [f"Target {info['target']}, base {' + '.join(info['base'])} ({info['base_steps']} steps); "
+    lines = [f"Target {info['target']}, base {' + '.join(info['base'])} "
+             f"({info['base_steps']} steps, {info['base_s']:.0f} s); "
              f"scratch {info['scratch_steps']} steps ({info['scratch_s']:.0f} s), from the base "
              f"{info['warm_steps']} steps ({info['warm_s']:.0f} s); held-out tail, validation every "
              f"{info['val_every']} steps.", "",
@@ -194,6 +195,8 @@ def main(argv=None):
     ap.add_argument("--scratch-steps", type=int, default=2500)
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=0, help="train.finetune.warmup of the run from the base")
+    ap.add_argument("--lr-scale", type=float, default=1.0,
+                    help="the run from the base learns at this times train.lr_G and lr_D (train.finetune.lr_G/lr_D)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["warm", "scratch"], help="train only the base and the run from it, or only "
@@ -219,9 +222,11 @@ def main(argv=None):
         bcfg = base_config(settings, {"global_steps": a.base_steps})
         train_base(bcfg, [data[s][0] for s in a.base], [data[s][1] for s in a.base], a.out / "_base",
                    a.out / "_base" / "checkpoints", labels, progress=False)
-        run_one("warm", {**settings, "global_steps": a.scratch_steps, "init_from": "base",
-                                     "finetune": {"steps": a.warm_steps, "warmup": a.warmup}},
-                            frames_path, pose_path, a.out, labels, a.out / "_base" / "generator.pt")
+        lr = TrainConfig.from_dict(settings)
+        finetune = {"steps": a.warm_steps, "warmup": a.warmup, "lr_G": a.lr_scale * lr.lr_G,
+                    "lr_D": a.lr_scale * lr.lr_D}
+        run_one("warm", {**settings, "global_steps": a.scratch_steps, "init_from": "base", "finetune": finetune},
+                frames_path, pose_path, a.out, labels, a.out / "_base" / "generator.pt")
     if a.only != "warm":
         run_one("scratch", {**settings, "global_steps": a.scratch_steps}, frames_path, pose_path,
                                a.out, labels)

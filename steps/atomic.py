@@ -21,7 +21,7 @@ class DamagedFile(RuntimeError):
 
     def __init__(self, path, remedy: str, cause: BaseException):
         self.path = Path(path)
-        why = str(cause).splitlines()[0][:160] if str(cause) else type(cause).__name__
+        why = str(cause).splitlines()[0].split(". ")[0][:160] if str(cause) else type(cause).__name__
         super().__init__(f"{path} is damaged or incomplete ({why}); {remedy}")
 
 
