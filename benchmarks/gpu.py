@@ -153,7 +153,7 @@ def transfer_still(generator, pose_path, png, device, n_frames: int) -> str:
     import torch
 
     from steps.generator import generate_sequence, label_renderer, load_generator, trained_bf16
-    from steps.loop import write_png
+    from steps.atomic import write_png
     from steps.models import LABEL_CH
     from steps.posetable import read_pose
     from steps.transfer import hold_missing, side_by_side

@@ -40,7 +40,7 @@ from .guard import CollapseGuard, GuardConfig
 
 log = logging.getLogger("loop")
 
-__all__ = ["Ended", "Run", "Span", "Stop", "fit", "write_png"]
+__all__ = ["Ended", "Run", "Span", "Stop", "fit"]
 
 
 # --- preemption -------------------------------------------------------------------------------
