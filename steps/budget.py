@@ -87,7 +87,8 @@ def hours(flops_per_step: float, steps: int, speed: float) -> float:
 
 def check_cpu_hours(estimate_h: float, limit_h: float | None, what: str, key: str) -> str:
     """The log line of an estimate; TooSlowForCPU when it is over `limit_h` (None: no limit)."""
-    line = f"{what} on this CPU: at least {estimate_h:.1f} hours (estimated from its FLOPs and this CPU's speed)"
+    amount = f"{estimate_h:.1f} hours" if estimate_h >= 1 else f"{estimate_h * 60:.1f} minutes"
+    line = f"{what} on this CPU: at least {amount} (estimated from its FLOPs and this CPU's speed)"
     if limit_h is not None and estimate_h > limit_h:
         raise TooSlowForCPU(
             f"{line}, over {key} = {limit_h:g} h. On a machine without a GPU use the small networks: "

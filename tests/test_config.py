@@ -164,6 +164,7 @@ def test_cpu_estimate_scales_with_steps_and_size_and_null_means_no_limit():
     assert train_step_flops(paper, 512, 256) == pytest.approx(4 * train_step_flops(paper, 256, 128), rel=0.05)
     assert train_step_flops(paper, 256, 192) > 20 * train_step_flops(small, 256, 192)  # 24x
     assert "at least 100.0 hours" in check_cpu_hours(100.0, None, "x", "train.cpu_hours_limit")
+    assert "at least 6.0 minutes" in check_cpu_hours(0.1, 8, "x", "train.cpu_hours_limit")
     with pytest.raises(TooSlowForCPU, match="face.cpu_hours_limit = 2 h"):
         check_cpu_hours(3.0, 2, "this face training", "face.cpu_hours_limit")
 
