@@ -4,9 +4,10 @@ The paper's networks on a 2-core CPU take about 15 s per step at 512x256, so 20,
 weeks; nothing in a training log says so until hours have gone. Before the first step the
 trainers count the FLOPs of one step (the generator and discriminator forward and backward,
 counted on the meta device: nothing is allocated) and divide by this CPU's measured speed on a
-convolution of the size the paper's networks are made of. That is a lower bound: the VGG loss,
-the data and the optimizer come on top (measured: 15.2 s per paper step at 512x256 where this
-estimates 13 to 20 s, depending on what else the machine is doing).
+convolution of the size the paper's networks are made of (the VGG loss counted too when it is
+on). That is a lower bound: the data, the optimizer, validation and small layers' overheads come on
+top (on 2 idle cores: the paper's step at 512x256 estimated 9.2 s, measured 15.2 s; the cpu
+preset's at 192x256 0.11 s against 0.43 s).
 """
 from __future__ import annotations
 
@@ -35,8 +36,19 @@ def _flops(run) -> float:
     return float(fc.get_total_flops())
 
 
-def train_step_flops(mc: ModelConfig, height: int, width: int, batch: int = 1) -> float:
-    """FLOPs of one pair step: G on both frames, D on fake (for G, then for D) and real, backward."""
+def vgg_flops(height: int, width: int, images: int) -> float:
+    """FLOPs of the VGG loss on `images` generated frames: their features and the real frames'
+    forward, and the backward to the generated ones (the trunk is frozen): about 3 forwards each."""
+    from .vgg import VGG16Features
+
+    with torch.device("meta"):
+        trunk, x = VGG16Features(), torch.zeros(1, 3, height, width)
+    return 3 * images * _flops(lambda: trunk(x))
+
+
+def train_step_flops(mc: ModelConfig, height: int, width: int, batch: int = 1, vgg: bool = False) -> float:
+    """FLOPs of one pair step: G on both frames, D on fake (for G, then for D) and real, backward,
+    and with `vgg` the perceptual loss on both frames."""
     with torch.device("meta"):
         g, d = PairGenerator(build_generator(mc), mc.temporal), build_discriminator(mc)
         y = torch.zeros(batch, mc.label_ch, height, width)
@@ -49,11 +61,11 @@ def train_step_flops(mc: ModelConfig, height: int, width: int, batch: int = 1) -
         real = d_input(y, y, x, x, mc.temporal)
         (sum(o[-1].mean() for o in d(real)) + sum(o[-1].mean() for o in d(fake.detach()))).backward()
 
-    return _flops(step)
+    return _flops(step) + (vgg_flops(height, width, 2 * batch) if vgg else 0.0)
 
 
-def face_step_flops(fc: FaceModelConfig, box: int, batch: int) -> float:
-    """FLOPs of one face GAN step on `batch` crops of `box` pixels."""
+def face_step_flops(fc: FaceModelConfig, box: int, batch: int, vgg: bool = False) -> float:
+    """FLOPs of one face GAN step on `batch` crops of `box` pixels (with `vgg`, its perceptual loss)."""
     with torch.device("meta"):
         g, d = build_face_models(fc)
         y = torch.zeros(batch, 3, box, box)
@@ -64,14 +76,16 @@ def face_step_flops(fc: FaceModelConfig, box: int, batch: int) -> float:
         real = torch.cat([y, y], 1)
         (sum(o[-1].mean() for o in d(real)) + sum(o[-1].mean() for o in d(fake.detach()))).backward()
 
-    return _flops(step)
+    return _flops(step) + (vgg_flops(box, box, batch) if vgg else 0.0)
 
 
 def cpu_flops_per_second(seconds: float = 0.3) -> float:
-    """This CPU's speed (torch's threads as set) on a 256-channel 3x3 convolution at 64x64,
-    forward and backward: the width and size that most of the paper's networks' work is done at."""
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1)
-    x = torch.randn(1, 256, 64, 64, requires_grad=True)
+    """This CPU's speed (torch's threads as set) on a 64-channel 3x3 convolution at 128x128,
+    forward and backward. A wider convolution (the CPU's best case) made small networks look
+    up to 5x faster than they train; with this one the estimate is 0.5 to 0.8 of a measured step
+    (the paper's networks, the demo's) and 0.25 of the cpu preset's small one."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(1, 64, 128, 128, requires_grad=True)
     per_run = _flops(lambda: conv(x).sum().backward())
     conv(x).sum().backward()  # warm-up
     n, t0 = 0, time.perf_counter()

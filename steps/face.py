@@ -277,7 +277,7 @@ def cpu_hours(cfg: FaceTrainConfig, generator_path, limit_h: float | None) -> st
     """The estimated time of this face training on this CPU (a log line); TooSlowForCPU over limit_h."""
     meta = read_meta(generator_path)
     box = face_size(meta["height"], meta["width"], cfg.boxes["size"])
-    flops = face_step_flops(cfg.model_config(), box, cfg.batch_size) * cfg.steps
+    flops = face_step_flops(cfg.model_config(), box, cfg.batch_size, cfg.vgg and cfg.lambda_vgg > 0) * cfg.steps
     return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this face training", "face.cpu_hours_limit")
 
 

@@ -649,7 +649,8 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
 def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, limit_h: float | None) -> str:
     """The estimated time of this training on this CPU (a log line); TooSlowForCPU over limit_h."""
     _, h, w = np.load(frames_path, mmap_mode="r").shape[:3]
-    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv), p.height, p.width, cfg.batch_size) * (p.end - p.start)
+    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv), p.height, p.width, cfg.batch_size,
+                             cfg.vgg and cfg.lambda_vgg > 0) * (p.end - p.start)
                 for p in plan_phases(cfg, cfg.height or h, cfg.width or w))
     return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this training", "train.cpu_hours_limit")
 
