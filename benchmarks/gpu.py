@@ -57,7 +57,8 @@ def plan(quick: bool, cuda: bool) -> dict:
     """Each part's arguments: the issue's on CUDA, tiny ones on the CPU with --quick."""
     if quick:
         return {"quality": ["--size", "24x32", "--steps", "10", "--val-every", "5", "--set", TINY_MODEL,
-                            "--set", "train.workers=0", "--threads", "2"],
+                            "--set", "train.workers=0", "--set", "train.min_train_frames=2",
+                            "--set", "train.min_val_frames=1", "--threads", "2"],
                 "train": ["--device", "cpu", "--sizes", "64x32", "--batch-sizes", "1", "max", "--max-batch", "2",
                           "--warmup", "1", "--steps", "1", "--only", "eager", "--set", TINY_MODEL,
                           "--set", "train.vgg=false", "--threads", "2"],

@@ -151,6 +151,7 @@ REPORT_ITEMS = {
     "results/transfer/src__tgt_side_by_side.mp4": ("Transfer", "transfer", "Side by side for src"),
     "results/eval/tgt.csv": ("Evaluation", "evaluate", "Reconstruction of target tgt"),
     "results/eval/tgt_samples.png": ("Evaluation", "evaluate", "Held-out frames of target tgt"),
+    "results/eval/src__tgt_transfer.csv": ("Evaluation", "score_transfer", "The transfer src → tgt scored"),
 }
 
 

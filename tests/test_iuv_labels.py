@@ -161,13 +161,15 @@ def test_the_workflow_passes_the_iuv_stores_to_every_generator_rule(tmp_path):
     for rule in ("train_generator", "train_generator_no_temporal", "train_face", "evaluate"):
         assert f"rule {rule}:" in out
     commands = [line for line in out.splitlines() if " -m steps." in line]
-    generator_runs = [c for c in commands if any(f"-m steps.{m} " in c for m in ("train", "face", "evaluate"))]
+    generator_runs = [c for c in commands if any(f"-m steps.{m} " in c for m in ("train", "face", "evaluate"))
+                      and "-m steps.evaluate score " not in c]  # score_transfer reads the video, not a generator
     assert len(generator_runs) == 4      # two generators, the face GAN, the evaluation (all of target b)
     assert all("--iuv results/densepose/b/iuv.npy" in c for c in generator_runs)
     (t,) = [c for c in commands if "-m steps.transfer " in c]
     assert "--source-iuv results/densepose/a/iuv.npy --source-pose results/pose_smooth/a.parquet" in t
     previews = [c for c in commands if "-m steps.labels " in c and "--iuv " in c]
-    assert previews and all("--iuv-mode overlay" in c for c in previews)
+    # the previews of both subjects draw the skeleton over their own IUV (steps.labels overlays it)
+    assert sorted(c.split("--iuv ")[1].split()[0] for c in previews) == [f"results/densepose/{s}/iuv.npy" for s in "ab"]
 
 
 def test_checkpoints_of_other_iuv_images_are_not_resumed(trained, tmp_path):

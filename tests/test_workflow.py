@@ -74,9 +74,10 @@ def test_nothing_to_do_then_forcerun_reruns_only_downstream(pipeline):
     # (the target first: --forcerun takes every name after it)
     run = snakemake(work, "prepare", "--cores", "2", "--forcerun", "normalize_pose")
     assert job_counts(run.stdout) == {"normalize_pose": 1, "render_labels_normalized": 1, "prepare": 1}
-    # `all` goes on from there: training, face GAN, transfer and evaluation are what is left
+    # `all` goes on from there: training, face GAN, transfer, its score and evaluation are what is left
     left = job_counts(snakemake(work, "-n").stdout)
-    assert left == {"train_generator": 1, "train_face": 1, "transfer": 1, "evaluate": 1, "all": 1}, left
+    assert left == {"train_generator": 1, "train_face": 1, "transfer": 1, "score_transfer": 1, "evaluate": 1,
+                    "all": 1}, left
 
 
 @pytest.mark.slow
