@@ -28,13 +28,20 @@ class DamagedFile(RuntimeError):
 @contextmanager
 def atomic_output(path: str | os.PathLike):
     """Yield a temporary sibling of `path` (same suffix) to write; on success it is renamed onto
-    `path`, on any failure deleted, so no half-written output is ever left under the real name."""
+    `path`, on any failure deleted, so no half-written output is ever left under the real name
+    (nor an empty folder this call made for it)."""
     path = Path(path)
+    made = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        if made and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

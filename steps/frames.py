@@ -274,6 +274,7 @@ def main(argv=None):
     ap.add_argument("--settings", default="{}", help="the config's frames section as JSON (schema defaults fill the rest)")
     a = ap.parse_args(argv)
     c = section("frames", json.loads(a.settings))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
         n = decode_frames(a.video, a.out, c["fps"], c["width"], c["height"], c["resize"], a.start, a.end, a.subject)
     except VideoError as e:

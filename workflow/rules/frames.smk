@@ -1,4 +1,5 @@
 # decode_frames is a checkpoint: the number of pose chunks depends on the decoded frame count.
+# Its warnings (a trim past the video's end) are repeated on the terminal.
 checkpoint decode_frames:
     input:
         video=subject_video,
@@ -22,4 +23,4 @@ checkpoint decode_frames:
         runtime=resources("frames")["runtime"],
     shell:
         "python -m steps.frames --video {input.video:q} --out {params.out_dir} --subject {wildcards.subject}"
-        " {params.trim} --settings {params.settings:q} > {log} 2>&1"
+        " {params.trim} --settings {params.settings:q} > {log} 2>&1; grep '^WARNING' {log} >&2 || true"
