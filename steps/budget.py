@@ -5,9 +5,11 @@ weeks; nothing in a training log says so until hours have gone. Before the first
 trainers count the FLOPs of one step (the generator and discriminator forward and backward,
 counted on the meta device: nothing is allocated) and divide by this CPU's measured speed on a
 convolution of the size the paper's networks are made of (the VGG loss counted too when it is
-on). That is a lower bound: the data, the optimizer, validation and small layers' overheads come on
-top (on 2 idle cores: the paper's step at 512x256 estimated 9.2 s, measured 15.2 s; the cpu
-preset's at 192x256 0.11 s against 0.43 s).
+on). An estimate, not a promise: on 2 idle cores it is below the measured time (the paper's
+step at 512x256 estimated 9.2 s, measured 15.2 s; the cpu preset's at 192x256 0.11 s against
+0.43 s), and it rises when the CPU is busy as it is measured (the cpu preset on a real clip:
+32.7 minutes estimated beside a test run, 19 minutes trained). It tells minutes from days,
+which is what the guard needs.
 """
 from __future__ import annotations
 
@@ -102,7 +104,7 @@ def hours(flops_per_step: float, steps: int, speed: float) -> float:
 def check_cpu_hours(estimate_h: float, limit_h: float | None, what: str, key: str) -> str:
     """The log line of an estimate; TooSlowForCPU when it is over `limit_h` (None: no limit)."""
     amount = f"{estimate_h:.1f} hours" if estimate_h >= 1 else f"{estimate_h * 60:.1f} minutes"
-    line = f"{what} on this CPU: at least {amount} (estimated from its FLOPs and this CPU's speed)"
+    line = f"{what} on this CPU: about {amount} (estimated from its FLOPs and this CPU's speed now)"
     if limit_h is not None and estimate_h > limit_h:
         raise TooSlowForCPU(
             f"{line}, over {key} = {limit_h:g} h. On a machine without a GPU use the small networks: "
