@@ -8,7 +8,7 @@ convolution of the size the paper's networks are made of (the VGG loss counted t
 on). An estimate, not a promise: on 2 idle cores it is below the measured time (the paper's
 step at 512x256 estimated 9.2 s, measured 15.2 s; the cpu preset's at 192x256 0.11 s against
 0.43 s), and it rises when the CPU is busy as it is measured (the cpu preset on a real clip:
-32.7 minutes estimated beside a test run, 19 minutes trained). It tells minutes from days,
+32.7 minutes estimated beside a test run, 12.9 minutes trained). It tells minutes from days,
 which is what the guard needs.
 """
 from __future__ import annotations
