@@ -42,13 +42,15 @@ def atomic_output(path: str | os.PathLike):
         if made and not any(path.parent.iterdir()):
             path.parent.rmdir()
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
-def no_space(path, e: OSError) -> OSError:
+class NoSpace(OSError):
+    """A write that ran out of disk space, naming the path."""
+
+
+def no_space(path, e: OSError) -> NoSpace:
     """The error for a write that ran out of disk space: the path, and what to free."""
-    return OSError(e.errno, f"no space left on the device to write {path}: free some disk space "
+    return NoSpace(e.errno, f"no space left on the device to write {path}: free some disk space "
                             f"(old checkpoints, results/ of other runs) and rerun; nothing was written there")
 
 
@@ -82,8 +84,10 @@ def save_torch(path, obj) -> Path:
         try:
             with open(tmp, "wb") as f:
                 torch_to_file(obj, f, path)
+        except NoSpace:
+            raise
         except OSError as e:  # close() flushes the last buffer, and may be what finds the disk full
-            if e.errno in NO_SPACE and "no space left on the device to write" not in str(e):
+            if e.errno in NO_SPACE:
                 raise no_space(path, e) from e
             raise
     return Path(path)
