@@ -51,6 +51,7 @@ from quality import apply_set, markdown  # noqa: E402
 from steps.generator import autocast  # noqa: E402
 from steps.checkpoints import Checkpoints, LossLog  # noqa: E402
 from steps.gan import augmenter, step_generator, vgg_loss  # noqa: E402
+from steps.budget import cpu_flops_per_second, train_step_flops  # noqa: E402
 from steps.loop import Run  # noqa: E402
 from steps.models import LABEL_CH, IMG_CH, PairGenerator, count_params  # noqa: E402
 from steps.train import (Phase, TrainConfig, _d_image_channels, build_phase, compile_models, mark_step,  # noqa: E402
@@ -218,6 +219,11 @@ def main(argv=None):
                         append_csv(a.csv, rows[-1])
                     del b
                 print(f"{size} batch {batch}: {flops / 1e9:.2f} GFLOP per step", flush=True)
+                if not cuda:  # the CPU guard's estimate (steps.budget) beside the measured eager step
+                    est = train_step_flops(cfg.model_config("global"), h, w, batch,
+                                           cfg.vgg and cfg.lambda_vgg > 0) / cpu_flops_per_second()
+                    print(f"{size} batch {batch}: CPU guard's estimate {est:.3f} s/step, measured eager "
+                          f"{base:.3f} s/step: estimate / measured {est / base:.2f}", flush=True)
     print(markdown(rows, COLUMNS))
 
 

@@ -5,11 +5,11 @@ weeks; nothing in a training log says so until hours have gone. Before the first
 trainers count the FLOPs of one step (the generator and discriminator forward and backward,
 counted on the meta device: nothing is allocated) and divide by this CPU's measured speed on a
 convolution of the size the paper's networks are made of (the VGG loss counted too when it is
-on). An estimate, not a promise: on 2 idle cores it is below the measured time (the paper's
-step at 512x256 estimated 9.2 s, measured 15.2 s; the cpu preset's at 192x256 0.11 s against
-0.43 s), and it rises when the CPU is busy as it is measured (the cpu preset on a real clip:
-32.7 minutes estimated beside a test run, 12.9 minutes trained). It tells minutes from days,
-which is what the guard needs.
+on). An estimate, not a promise: on 2 idle cores it is 0.4 of a measured step, for the paper's
+networks at 256x128 (1.64 s against 4.16 s) and the cpu preset's at 192x256 (0.082 s against
+0.205 s; `python benchmarks/train.py --only eager` prints both side by side); it rises when the
+CPU is busy as it is measured (the cpu preset on a real clip: 32.7 minutes estimated beside a
+test run, 12.9 minutes trained). It tells minutes from days, which is what the guard needs.
 """
 from __future__ import annotations
 
@@ -83,9 +83,8 @@ def face_step_flops(fc: FaceModelConfig, box: int, batch: int, vgg: bool = False
 
 def cpu_flops_per_second(seconds: float = 0.3) -> float:
     """This CPU's speed (torch's threads as set) on a 64-channel 3x3 convolution at 128x128,
-    forward and backward. A wider convolution (the CPU's best case) made small networks look
-    up to 5x faster than they train; with this one the estimate is 0.5 to 0.8 of a measured step
-    (the paper's networks, the demo's) and 0.25 of the cpu preset's small one."""
+    forward and backward: a wider convolution (the CPU's best case) made small networks look
+    several times faster than they train."""
     conv = torch.nn.Conv2d(64, 64, 3, padding=1)
     x = torch.randn(1, 64, 128, 128, requires_grad=True)
     per_run = _flops(lambda: conv(x).sum().backward())
