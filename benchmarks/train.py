@@ -81,14 +81,14 @@ class Bench:
         self.cfg, self.device = cfg, device
         mem = torch.channels_last if cl else torch.contiguous_format
         torch._dynamo.reset()  # each variant and size compiles afresh
-        mcfg, g, d, opt_g, opt_d, _ = build_phase(cfg, Phase("global", 0, 1, h, w), 0, None, False, device, mem)
+        mcfg, g, d, opt_g, opt_d, _ = build_phase(cfg, Phase("global", 0, 1, h, w), 0, None, False, False, device, mem)
         self.run = Run(g, d, opt_g, opt_d, cfg, Checkpoints(tmp, 1), LossLog(tmp / "loss.csv", 0, enabled=False),
                        {}, 0, True)
         if self.mode:
             print(f"  {compile_models([g, d], self.mode, cache, device)}", file=sys.stderr, flush=True)
         self.pair, self.d = PairGenerator(g, mcfg.temporal), d
         self.vgg = vgg_loss(cfg, device, mem)
-        self.aug = augmenter(cfg, _d_image_channels(cfg, False))
+        self.aug = augmenter(cfg, _d_image_channels(cfg, cfg.model_config("global")))
         self.amp = autocast(device, bf16)
         gen = torch.Generator().manual_seed(0)
         shapes = [LABEL_CH, LABEL_CH, IMG_CH, IMG_CH]
@@ -177,7 +177,7 @@ def main(argv=None):
     if cuda:
         torch.backends.cudnn.benchmark = True
     with torch.device("meta"):
-        _, g, d, *_ = build_phase(cfg, Phase("global", 0, 1, 64, 64), 0, None, False, torch.device("meta"),
+        _, g, d, *_ = build_phase(cfg, Phase("global", 0, 1, 64, 64), 0, None, False, False, torch.device("meta"),
                                   torch.contiguous_format)
         ng, nd = count_params(g), count_params(d)
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"

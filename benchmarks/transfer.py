@@ -44,15 +44,17 @@ TINY = dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1)
 
 
 def save_generator(path: Path, width: int, height: int, paper: bool, bf16: bool) -> dict:
-    from steps.models import ModelConfig, build_generator
+    from steps.models import ModelConfig, build_generator, label_channels
     from steps.settings import section
 
-    mcfg = ModelConfig.paper(**({} if paper else TINY))
+    labels = section("labels")  # the defaults: with the background (labels.background), as train writes it
+    mcfg = ModelConfig.paper(**({} if paper else TINY), label_ch=label_channels(False, labels["background"]),
+                             composite=labels["background"])
     torch.manual_seed(0)
     g = build_generator(mcfg)
     torch.save({"model": asdict(mcfg), "state_dict": g.state_dict(), "height": height, "width": width,
-                "labels": section("labels"), "held_out_from": 0, "step": 0,
-                "train": section("train") | {"bf16": bf16}}, path)
+                "labels": labels, "held_out_from": 0, "step": 0, "train": section("train") | {"bf16": bf16},
+                "background": torch.full((height, width, 3), 128, dtype=torch.uint8)}, path)
     return asdict(mcfg)
 
 
@@ -114,7 +116,7 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from steps.background import ordered_map
+    from steps.streaming import ordered_map
     from steps.faceboxes import face_boxes
     from steps.generator import FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device
     from steps.posetable import write_pose

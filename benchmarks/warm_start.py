@@ -11,7 +11,7 @@ final SSIM and ST-LPIPS; a PNG shows the curves.
 Real clips: the frames and smoothed poses of the subjects are read from a pipeline working
 directory (--data, results/frames/<s>/frames.npy and results/pose_smooth/<s>.parquet), made
 e.g. by `snakemake --configfile <clips config> results/pose_smooth/<s>.parquet` for each. The
-training settings are config/examples/real_clips.yaml's (192x256, ngf 16, 4 blocks, no VGG).
+training settings are the cpu preset's (workflow/presets/cpu.yaml: 192x256, ngf 16, 4 blocks, no VGG).
 
     python benchmarks/warm_start.py --data ../edn-warm --base dancer model_small --target model \
         --base-steps 800 --warm-steps 500 --scratch-steps 2500 --out ../edn-warm/bench
@@ -50,10 +50,10 @@ QUICK_TRAIN = dict(model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, 
 
 
 def real_settings() -> dict:
-    """The train section of config/examples/real_clips.yaml, without its resources."""
+    """The train section of the cpu preset (workflow/presets/cpu.yaml), without its resources."""
     import yaml
 
-    t = yaml.safe_load((ROOT / "config/examples/real_clips.yaml").read_text())["train"]
+    t = yaml.safe_load((ROOT / "workflow/presets/cpu.yaml").read_text())["train"]
     return {k: v for k, v in t.items() if k not in ("resources", "global_steps")}
 
 
@@ -93,7 +93,8 @@ def face_ssim(ckpt: Path, frames_path, pose, labels: dict) -> float:
     g.eval()
     h, w, lo = state["height"], state["width"], state["held_out_from"]
     frames = np.load(frames_path, mmap_mode="r")
-    render = label_renderer({"labels": labels, "height": h, "width": w, "model": state["model"]})
+    render = label_renderer({"labels": labels, "height": h, "width": w, "model": state["model"],
+                             "background": state.get("background")})
     tail = range(lo, len(frames))
     fake = list(generate_sequence(g, [render(pose, i) for i in tail]))
     boxes = face_boxes(pose, h, w)
@@ -140,6 +141,36 @@ def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels
     return r
 
 
+def transfer_and_score(run_dir: Path, data_dir: Path, source: str, target: str, quick: bool) -> dict:
+    """The source's dance on the run's generator (steps.transfer, stills in run_dir/transfer/stills)
+    and its score (steps.evaluate.score_transfer: the person found, keypoint distances, change)."""
+    from steps.evaluate import score_transfer
+    from steps.transfer import transfer
+
+    norm = data_dir / f"results/normalized/{source}__{target}.parquet"
+    if not norm.exists():
+        raise SystemExit(f"missing {norm}: run the pipeline up to normalize_pose for {source} -> {target}")
+    out = run_dir / "transfer"
+    transfer(norm, run_dir / "generator.pt", out / "transfer.mp4", out / "side_by_side.mp4", out / "stills",
+             out / "frames.csv", source_frames=data_dir / f"results/frames/{source}/frames.npy", progress=False,
+             device="cpu", n_stills=4)
+    df, _ = score_transfer(out / "transfer.mp4", norm, data_dir / f"results/frames/{target}/frames.npy",
+                           data_dir / f"results/pose_smooth/{target}.parquet", max_frames=40 if quick else None)
+    t = df.iloc[0]
+    return {"found": int(t["found_frames"]), "frames": int(t["frames"]), "body_px": float(t["pose_body_px"]),
+            "temporal_ratio": float(t["temporal_ratio"])}
+
+
+def stills_side_by_side(out: Path, runs=("scratch", "warm")) -> None:
+    """One PNG: each transfer still of the runs side by side (source | label | result, as transfer
+    writes them), a row per still."""
+    import cv2
+
+    names = sorted(p.name for p in (out / runs[0] / "transfer" / "stills").glob("*.png"))
+    rows = [np.concatenate([cv2.imread(str(out / r / "transfer" / "stills" / n)) for r in runs], 1) for n in names]
+    cv2.imwrite(str(out / "transfer_stills.png"), np.concatenate(rows, 0))
+
+
 def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> str:
     by_step = {r["step"]: r for r in scratch}
     wby = {r["step"]: r for r in warm}
@@ -161,6 +192,15 @@ def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> 
         lines.append(f"| {'from scratch' if k == 'scratch' else 'from the base'} | "
                      + " | ".join(str(reach[k][m]) if reach[k][m] is not None else f"not within {info[k + '_steps']}"
                                   for m in ("ssim", "stlpips", "both")) + " |")
+    if info.get("transfer"):
+        t = info["transfer"]
+        lines += ["", f"The transfer {info['source']} -> {info['target']} (steps.evaluate.score_transfer):", "",
+                  "| run | person found | body keypoints off (px) | frame-to-frame change / the real video's |",
+                  "|---|---|---|---|"]
+        for k, name in (("scratch", f"from scratch, {info['scratch_steps']} steps"),
+                        ("warm", f"from the base, {info['warm_steps']} steps")):
+            lines.append(f"| {name} | {t[k]['found']} of {t[k]['frames']} | {t[k]['body_px']:.2f} | "
+                         f"{t[k]['temporal_ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,6 +237,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=0, help="train.finetune.warmup of the run from the base")
     ap.add_argument("--lr-scale", type=float, default=1.0,
                     help="the run from the base learns at this times train.lr_G and lr_D (train.finetune.lr_G/lr_D)")
+    ap.add_argument("--labels", default="{}", help="the labels section as JSON (e.g. '{\"background\": false}')")
+    ap.add_argument("--source", help="also transfer this subject's dance (its normalized poses onto the target, "
+                    "results/normalized/<source>__<target>.parquet) with both generators and score it")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["warm", "scratch"], help="train only the base and the run from it, or only "
@@ -210,13 +253,13 @@ def main(argv=None):
     a.out.mkdir(parents=True, exist_ok=True)
     if a.quick:
         a.base_steps, a.warm_steps, a.scratch_steps, a.val_every = 6, 4, 8, 2
-        data, settings, labels = synth_subjects(a.out / "data", [*a.base, a.target]), dict(QUICK_TRAIN), {}
+        data, settings = synth_subjects(a.out / "data", [*a.base, a.target]), dict(QUICK_TRAIN)
     else:
-        data, settings, labels = paths(a.data, [*a.base, a.target]), real_settings(), {}
+        data, settings = paths(a.data, [*a.base, a.target]), real_settings()
     settings.update(val_every=a.val_every, checkpoint_every=a.val_every, keep_checkpoints=10_000)
     from steps.settings import section
 
-    labels = section("labels", labels)
+    labels = section("labels", json.loads(a.labels))
     frames_path, pose_path = data[a.target]
     if a.only != "scratch":
         bcfg = base_config(settings, {"global_steps": a.base_steps})
@@ -240,7 +283,16 @@ def main(argv=None):
     reach = {k: steps_to_reach(v, goal["ssim"], goal["stlpips"]) for k, v in curves.items()}
     info = dict(target=a.target, base=a.base, base_steps=a.base_steps, warm_steps=a.warm_steps,
                 scratch_steps=a.scratch_steps, val_every=a.val_every, base_s=base_s, warm_s=warm_s,
-                scratch_s=scratch_s)
+                scratch_s=scratch_s, source=a.source)
+    if a.source:
+        d = a.out / "data" if a.quick else a.data
+        if a.quick:  # the synthetic dancers share one frame: the source's poses stand as normalized
+            import shutil
+
+            (d / "results/normalized").mkdir(exist_ok=True)
+            shutil.copyfile(data[a.source][1], d / f"results/normalized/{a.source}__{a.target}.parquet")
+        info["transfer"] = {k: transfer_and_score(a.out / k, d, a.source, a.target, a.quick) for k in ("scratch", "warm")}
+        stills_side_by_side(a.out)
     table = markdown(curves["scratch"], curves["warm"], reach, info)
     (a.out / "warm_start.md").write_text(table)
     (a.out / "warm_start.json").write_text(json.dumps({"info": info, "curves": curves, "reach": reach}, indent=1))

@@ -64,9 +64,9 @@ def main(argv=None):
     given = json.loads(a.settings)
     cfg = base_config(given, json.loads(a.base_settings))
     # the first subject's size stands for all: the base trains at one size
-    limit = section("train", given)["cpu_hours_limit"]
-    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames[0], False, limit), "train_base")
-    r = train_base(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps)
+    limit, labels = section("train", given)["cpu_hours_limit"], section("labels", json.loads(a.labels))
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames[0], False, labels["background"], limit), "train_base")
+    r = train_base(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, labels, max_steps=a.max_steps)
     if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun
         sys.exit(128 + r["signal"])
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .atomic import load_torch
-from .models import IMG_CH, LABEL_CH, FaceGenerator, FaceModelConfig, ModelConfig, build_generator
+from .models import IMG_CH, LABEL_CH, FaceGenerator, FaceModelConfig, ModelConfig, build_generator, label_channels
 
 
 # --- tensors and images -----------------------------------------------------------------------
@@ -132,23 +132,34 @@ def trained_bf16(meta: dict) -> bool:
     return bool((meta.get("train") or {}).get("bf16", False))
 
 
+def uses_background(meta: dict) -> bool:
+    """Whether a generator was trained with labels.background (files from before it: no)."""
+    return bool(meta["labels"].get("background", False))
+
+
 def uses_iuv(meta: dict) -> bool:
     """Whether a generator was trained with labels.iuv concat: its input channels decide."""
-    return meta["model"].get("label_ch", LABEL_CH) > LABEL_CH
+    return meta["model"].get("label_ch", LABEL_CH) > label_channels(False, uses_background(meta))
 
 
 def label_renderer(meta: dict, iuv=None):
     """render(pose, i) -> the label map the generator was trained on, at its size. A generator
-    trained with labels.iuv concat needs `iuv`: an IUV image per frame of the pose table."""
+    trained with labels.iuv concat needs `iuv`: an IUV image per frame of the pose table; one
+    trained with labels.background gets the background kept in its file."""
     from .labels import generator_renderer
 
     h, w = meta["height"], meta["width"]
-    lab = meta["labels"]
+    lab, name = meta["labels"], meta.get("path", "the generator")
     concat = uses_iuv(meta)
     if concat and iuv is None:
-        raise ValueError(f"{meta.get('path', 'the generator')} was trained on label maps with DensePose IUV channels "
+        raise ValueError(f"{name} was trained on label maps with DensePose IUV channels "
                          f"(labels.iuv: concat): it needs the IUV images of the poses it is given")
-    r = generator_renderer(lab["thickness"], lab["face"], lab["hands"], iuv if concat else None)
+    bg = meta.get("background")
+    if uses_background(meta) and bg is None:
+        raise ValueError(f"{name} was trained with labels.background on several subjects (a base) and keeps no "
+                         f"background of one target: train a target from it (train.init_from: base) and use that")
+    r = generator_renderer(lab["thickness"], lab["face"], lab["hands"], iuv if concat else None,
+                           np.asarray(bg) if uses_background(meta) else None)
     return lambda pose, i: r(pose, i, h, w)
 
 

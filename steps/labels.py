@@ -93,6 +93,53 @@ def render_label_map(pose: PoseArrays, frame: int, height: int, width: int,
     return canvas
 
 
+def person_mask(pose: PoseArrays, frame: int, height: int, width: int, min_conf: float = 0.05) -> np.ndarray:
+    """Where the person may be in a frame, bool (height, width): the hull of its body, hand and
+    face keypoints and its skeleton, grown by a twelfth of the frame's height (clothes and hair
+    reach past the joints)."""
+    sx, sy = width / pose.meta.width, height / pose.meta.height
+    pts = np.concatenate([pose.parts[k][frame] for k in ("body", "left_hand", "right_hand", "face")])
+    pts = pts[pts[:, 2] > min_conf, :2] * (sx, sy)
+    mask = render_label_map(pose, frame, height, width, thickness_px=1, face=False).any(-1).astype(np.uint8)
+    if len(pts) >= 3:
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts.round().astype(np.int32)), 1)
+    r = max(1, height // 12)
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
+
+
+def static_background(frames, pose: PoseArrays, n: int, samples: int = 60) -> np.ndarray:
+    """The target's static background (labels.background), uint8 (H, W, 3) at the frames' size:
+    per pixel, the median over up to `samples` frames spread over [0, n) of those where the
+    person is not (person_mask). Where the person is in nearly all of them (a target who stays
+    in one place), the pixel is inpainted from around it, so no copy of the person is left for
+    the generator to paste. Only the training frames [0, n) are read: the held-out tail stays
+    unseen."""
+    h, w = frames.shape[1:3]
+    idx = np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int))
+    stack = np.stack([np.asarray(frames[i]) for i in idx]).astype(np.float32)
+    person = np.stack([person_mask(pose, int(i), h, w) for i in idx])
+    seen = (~person).sum(0) >= max(2, len(idx) // 10)  # free in enough frames for a median
+    stack[person] = np.nan
+    bg = np.zeros((h, w, 3), np.float32)
+    bg[seen] = np.nanmedian(stack[:, seen], 0)
+    bg = bg.round().astype(np.uint8)
+    if (~seen).any():
+        bg = cv2.inpaint(bg, (~seen).astype(np.uint8), max(3, h // 50), cv2.INPAINT_TELEA)
+    return bg
+
+
+def with_background(render, background: np.ndarray):
+    """render(pose, i, height, width) with the background's 3 channels after its own, resized to
+    the label map's size (INTER_AREA, as the frames are)."""
+    sized: dict = {}
+
+    def render_with_background(pose, i, height, width):
+        if (height, width) not in sized:
+            sized[height, width] = cv2.resize(np.asarray(background), (width, height), interpolation=cv2.INTER_AREA)
+        return np.concatenate([render(pose, i, height, width), sized[height, width]], -1)
+    return render_with_background
+
+
 def open_iuv(iuv_path, n_frames: int, what: str) -> np.ndarray:
     """The IUV store (N, H, W, 3) uint8 of results/densepose/{subject}, checked against N frames."""
     iuv = np.load(iuv_path, mmap_mode="r")
@@ -102,16 +149,17 @@ def open_iuv(iuv_path, n_frames: int, what: str) -> np.ndarray:
     return iuv
 
 
-def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True, iuv=None):
+def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True, iuv=None, background=None):
     """render(pose, i, height, width) -> the label map the generator sees for frame i: the
-    skeleton (H, W, 3) with lines `thickness` px thick at 256 px (scaled with the size), or with
-    `iuv` (DensePose IUV images indexed by frame: labels.iuv concat) the skeleton then I, U, V
-    (H, W, 6), as NVIDIA's vid2vid pose model feeds its generator."""
+    skeleton (H, W, 3) with lines `thickness` px thick at 256 px (scaled with the size); with
+    `iuv` (DensePose IUV images indexed by frame: labels.iuv concat) then I, U, V, as NVIDIA's
+    vid2vid pose model feeds its generator; with `background` (labels.background: the target's
+    static_background) then its 3 channels."""
     def render(pose, i, height, width):
         t = max(1, round(thickness * min(height, width) / 256))
         lab = render_label_map(pose, i, height, width, thickness_px=t, face=face, hands=hands)
         return lab if iuv is None else label_map_with_iuv(lab, np.asarray(iuv[i]), "concat")
-    return render
+    return render if background is None else with_background(render, background)
 
 
 def main(argv=None):

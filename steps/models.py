@@ -6,6 +6,11 @@ normalisation (affine=False, as pix2pixHD). The local enhancer wraps a global ge
 2x phase: it runs the global body on a 2x downsampled input and adds its features to its own
 full-resolution branch.
 
+Composite (ModelConfig.composite, with labels.background): the label map ends with the target's
+static background, and the generator's head draws RGB and a mask that blends it over that
+background (`over_background`, as vid2vid's foreground-background generator): the background is
+exact from the first step, and a base trained on several people learns people, not rooms.
+
 Temporal smoothing (the paper's section 3.2): the generator's input is the label map of frame t
 concatenated with the previous generated frame (zeros for the first frame), so `in_ch` is
 label channels + 3. `PairGenerator` runs the two steps of a training pair in one forward, so
@@ -28,7 +33,13 @@ import torch.nn.functional as F
 
 LABEL_CH = 3  # label maps are RGB renders (steps.labels.render_label_map)
 IUV_CH = 3    # labels.iuv concat adds DensePose's I, U, V (steps.backends.convert.label_map_with_iuv)
+BG_CH = 3     # labels.background adds the target's static background (steps.labels.static_background)
 IMG_CH = 3
+
+
+def label_channels(iuv: bool, background: bool) -> int:
+    """Channels of the generator's label maps: the skeleton, [I, U, V,] [the background]."""
+    return LABEL_CH + (IUV_CH if iuv else 0) + (BG_CH if background else 0)
 
 
 @dataclass
@@ -46,7 +57,13 @@ class ModelConfig:
     n_layers_D: int
     num_D: int
     kind: str = "global"          # global | local
-    label_ch: int = LABEL_CH      # LABEL_CH + IUV_CH with DensePose IUV channels (labels.iuv concat)
+    label_ch: int = LABEL_CH      # label_channels(labels.iuv concat, labels.background)
+    composite: bool = False       # labels.background: draw RGB and a mask over the input's background
+
+    @property
+    def background_at(self) -> int | None:
+        """Where the background channels start in the generator's input (they end the label map)."""
+        return self.label_ch - BG_CH if self.composite else None
 
     @classmethod
     def paper(cls, **kw) -> "ModelConfig":
@@ -84,11 +101,26 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
-class GlobalGenerator(nn.Module):
-    """pix2pixHD global generator. `body` ends at ngf channels, full input resolution."""
+def over_background(out: torch.Tensor, x: torch.Tensor, at: int | None) -> torch.Tensor:
+    """A composite generator's image: its RGB (out[:, :3]) where its mask (out[:, 3], tanh range
+    mapped to 0..1) says, the background channels x[:, at:at + 3] of its input elsewhere. So the
+    background is exact from the first step and the network only learns to draw the person (as
+    vid2vid's foreground-background model). at None: out is the image."""
+    if at is None:
+        return out
+    m = (out[:, IMG_CH:] + 1) / 2
+    return m * out[:, :IMG_CH] + (1 - m) * x[:, at:at + BG_CH]
 
-    def __init__(self, in_ch: int, out_ch: int = IMG_CH, ngf: int = 64, n_down: int = 4, n_blocks: int = 9):
+
+class GlobalGenerator(nn.Module):
+    """pix2pixHD global generator. `body` ends at ngf channels, full input resolution. With
+    `background_at` (ModelConfig.composite) its head draws RGB and a mask (over_background)."""
+
+    def __init__(self, in_ch: int, out_ch: int = IMG_CH, ngf: int = 64, n_down: int = 4, n_blocks: int = 9,
+                 background_at: int | None = None):
         super().__init__()
+        self.background_at = background_at
+        out_ch += background_at is not None
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), norm(ngf), nn.ReLU(True)]
         for i in range(n_down):
             c = ngf * 2**i
@@ -104,7 +136,7 @@ class GlobalGenerator(nn.Module):
         self.multiple = 2**n_down  # input height and width must be multiples of this
 
     def forward(self, x):
-        return self.head(self.body(x))
+        return over_background(self.head(self.body(x)), x, self.background_at)
 
 
 def downsample(x):
@@ -118,8 +150,10 @@ class LocalEnhancer(nn.Module):
     GlobalGenerator.body, so the global phase's weights load into it (load_global)."""
 
     def __init__(self, in_ch: int, out_ch: int = IMG_CH, ngf: int = 32, n_down: int = 4,
-                 n_blocks: int = 9, n_blocks_local: int = 3):
+                 n_blocks: int = 9, n_blocks_local: int = 3, background_at: int | None = None):
         super().__init__()
+        self.background_at = background_at
+        out_ch += background_at is not None
         self.global_body = GlobalGenerator(in_ch, out_ch, 2 * ngf, n_down, n_blocks).body
         self.down = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), norm(ngf), nn.ReLU(True),
@@ -137,15 +171,16 @@ class LocalEnhancer(nn.Module):
         self.global_body.load_state_dict(body)
 
     def forward(self, x):
-        return self.up(self.down(x) + self.global_body(downsample(x)))
+        return over_background(self.up(self.down(x) + self.global_body(downsample(x))), x, self.background_at)
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.kind == "global":
-        return GlobalGenerator(cfg.g_in, IMG_CH, cfg.ngf, cfg.n_down, cfg.n_blocks)
+        return GlobalGenerator(cfg.g_in, IMG_CH, cfg.ngf, cfg.n_down, cfg.n_blocks, cfg.background_at)
     if cfg.kind == "local":
         # the enhancer is half as wide as the global generator it wraps (pix2pixHD: 32 and 64)
-        return LocalEnhancer(cfg.g_in, IMG_CH, cfg.ngf // 2, cfg.n_down, cfg.n_blocks, cfg.n_blocks_local)
+        return LocalEnhancer(cfg.g_in, IMG_CH, cfg.ngf // 2, cfg.n_down, cfg.n_blocks, cfg.n_blocks_local,
+                             cfg.background_at)
     raise ValueError(f"unknown generator kind {cfg.kind!r} (global or local)")
 
 

@@ -3,8 +3,10 @@
 CPU or CUDA, one process or DDP under torchrun, the global phase and the local-enhancer phase,
 from scratch or from other weights (train.init_from: the base, another target's generator, a
 checkpoint; then the fine-tune schedule train.finetune applies). The data are the target's
-frames store and smoothed pose table; label maps are rendered on the fly (steps.labels). The
-last `val_fraction` of the frames is a held-out tail that is never trained on.
+frames store and smoothed pose table; label maps are rendered on the fly (steps.labels), with
+the target's static background after the skeleton (labels.background: estimated here from the
+training frames, kept in generator.pt). The last `val_fraction` of the frames is a held-out
+tail that is never trained on.
 
 A step takes a temporal pair (t, t+1): G makes frame t from (label t, zeros) and frame t+1 from
 (label t+1, its own frame t); the multi-scale discriminator sees both frames with both labels,
@@ -44,8 +46,8 @@ from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_ad
                   step_generator, vgg_loss)
 from .generator import autocast, generate_sequence, pick_device, resize_frame, to_tensor
 from .loop import Run, Span, Stop, fit
-from .models import (IMG_CH, IUV_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
-                     count_params, d_input, init_weights)
+from .models import (IMG_CH, LABEL_CH, ModelConfig, PairGenerator, build_discriminator, build_generator,
+                     count_params, d_input, init_weights, label_channels)
 from .settings import section
 
 log = logging.getLogger("train")
@@ -81,8 +83,8 @@ class TrainConfig(GANSettings):
     def from_dict(cls, d: dict | None = None) -> "TrainConfig":
         return cls.from_section("train", d)
 
-    def model_config(self, kind: str, iuv: bool = False) -> ModelConfig:
-        return ModelConfig(**self.model, kind=kind, label_ch=LABEL_CH + (IUV_CH if iuv else 0))
+    def model_config(self, kind: str, iuv: bool = False, background: bool = False) -> ModelConfig:
+        return ModelConfig(**self.model, kind=kind, label_ch=label_channels(iuv, background), composite=background)
 
     def schedule(self) -> tuple[float, float, int]:
         """(lr_G, lr_D, warm-up steps): the fine-tune's with init_from, else the scratch run's."""
@@ -281,10 +283,10 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def default_renderer(labels: dict, iuv=None) -> Callable:
+def default_renderer(labels: dict, iuv=None, background=None) -> Callable:
     from .labels import generator_renderer
 
-    return generator_renderer(labels["thickness"], labels["face"], labels["hands"], iuv)
+    return generator_renderer(labels["thickness"], labels["face"], labels["hands"], iuv, background)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -398,8 +400,8 @@ def setup_distributed(cfg: TrainConfig):
     return rank, world, device
 
 
-def open_data(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path, render):
-    """(frames, pose, iuv, render) checked against each other."""
+def open_data(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path):
+    """(frames, pose, iuv) checked against each other."""
     from .labels import open_iuv
     from .posetable import read_pose
 
@@ -414,20 +416,21 @@ def open_data(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path, rende
             raise ValueError(f"labels.iuv concat: the generator's label maps include DensePose's IUV channels, so "
                              f"training on {frames_path} needs the target's IUV store (results/densepose/<target>/iuv.npy, --iuv)")
         iuv = open_iuv(iuv_path, len(frames), frames_path)
-    return frames, pose, iuv, render or default_renderer(labels, iuv)
+    return frames, pose, iuv
 
-def _d_image_channels(cfg: TrainConfig, iuv: bool):
+
+def _d_image_channels(cfg: TrainConfig, mcfg: ModelConfig):
     from .augment import d_image_channels
 
-    return d_image_channels(LABEL_CH + (IUV_CH if iuv else 0), cfg.model["temporal"])
+    return d_image_channels(mcfg.label_ch, cfg.model["temporal"])
 
 
-def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: bool, device, mem,
-                start: dict | None = None):
+def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: bool, background: bool, device,
+                mem, start: dict | None = None):
     """G, D and their optimizers for phase `ph`: resumed from the checkpoint `state`, the
     enhancer around the global phase's G, started from the weights `start` (init_from), or
     fresh. Returns (mcfg, g, d, opt_g, opt_d, resumed_in_phase)."""
-    mcfg = cfg.model_config(ph.kind, iuv)
+    mcfg = cfg.model_config(ph.kind, iuv, background)
     torch.manual_seed(cfg.seed + pi)
     g, d = build_generator(mcfg), build_discriminator(mcfg)
     init_weights(g, cfg.init_std)
@@ -463,6 +466,7 @@ class Subject:
     render: Callable
     n_train: int
     tail: range
+    background: np.ndarray | None  # labels.background: the static background of its training frames
 
 
 @dataclass
@@ -471,6 +475,7 @@ class Target:
 
     subjects: list[Subject]
     iuv: bool
+    background: bool
     fingerprint: dict
     size: tuple[int, int]  # the frames' (height, width)
 
@@ -478,16 +483,26 @@ class Target:
     def frames_path(self) -> str:
         return ", ".join(s.frames_path for s in self.subjects)
 
+    def stored_background(self) -> torch.Tensor | None:
+        """The background the model file keeps for transfer: a target's (a base has none)."""
+        bg = self.subjects[0].background
+        return torch.from_numpy(bg) if bg is not None and len(self.subjects) == 1 else None
+
 
 def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Callable | None) -> Target:
-    """data: (frames_path, pose or its path, iuv_path or None) of each subject."""
+    """data: (frames_path, pose or its path, iuv_path or None) of each subject. render: the whole
+    label map's renderer instead of the labels section's (tests; labels.background is off)."""
+    from .labels import static_background
+
     subjects, fingerprints, sizes, iuvs = [], [], set(), set()
     for frames_path, pose, iuv_path in data:
-        frames, pose, iuv, rend = open_data(cfg, labels, frames_path, pose, iuv_path, render)
+        frames, pose, iuv = open_data(cfg, labels, frames_path, pose, iuv_path)
         n = len(frames)
         n_train, _ = split_frames(n, cfg, frames_path)
+        bg = static_background(frames, pose, n_train) if labels["background"] else None
+        rend = render or default_renderer(labels, iuv, bg)
         subjects.append(Subject(str(frames_path), pose, rend, n_train,
-                                range(n_train, min(n, n_train + (cfg.val_max_frames or n)))))
+                                range(n_train, min(n, n_train + (cfg.val_max_frames or n))), bg))
         fingerprints.append(data_fingerprint(frames, pose, iuv))
         sizes.add(frames.shape[1:3])
         iuvs.add(iuv is not None)
@@ -495,7 +510,7 @@ def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Calla
         raise ValueError(f"the frames of {', '.join(str(d[0]) for d in data)} have different sizes {sorted(sizes)}; "
                          "decode them at one size (frames.width/height)")
     fingerprint = fingerprints[0] if len(data) == 1 else {"subjects": fingerprints}
-    return Target(subjects, iuvs.pop(), fingerprint, sizes.pop())
+    return Target(subjects, iuvs.pop(), bool(labels["background"]), fingerprint, sizes.pop())
 
 
 def starting_point(cfg: TrainConfig, labels: dict, ckpts: Checkpoints, target: Target, kind: str,
@@ -513,12 +528,12 @@ def starting_point(cfg: TrainConfig, labels: dict, ckpts: Checkpoints, target: T
     if not cfg.init_from:
         return None, None
     start = load_start(cfg.init_from, "train", base_path)
-    check_start(start, asdict(cfg.model_config(kind, target.iuv)), labels, "train")
+    check_start(start, asdict(cfg.model_config(kind, target.iuv, target.background)), labels, "train")
     log.info("starting from %s (step %s): G and D loaded", start["from"]["path"], start["from"]["step"])
     return None, start
 
 
-def phase_step(cfg: TrainConfig, run: Run, mcfg: ModelConfig, device, mem, world: int, iuv: bool) -> Callable:
+def phase_step(cfg: TrainConfig, run: Run, mcfg: ModelConfig, device, mem, world: int) -> Callable:
     """step(batch, k) of one phase: train_step with its compiled, DDP-wrapped models, autocast,
     VGG and the augmentation of step k."""
     mode = compile_mode(cfg.compile)
@@ -529,7 +544,7 @@ def phase_step(cfg: TrainConfig, run: Run, mcfg: ModelConfig, device, mem, world
         ids = [device.index] if device.type == "cuda" else None
         pair_run = nn.parallel.DistributedDataParallel(pair_run, device_ids=ids)
         d_run = nn.parallel.DistributedDataParallel(run.d, device_ids=ids)
-    amp, vgg, aug = autocast(device, cfg.bf16), vgg_loss(cfg, device, mem), augmenter(cfg, _d_image_channels(cfg, iuv))
+    amp, vgg, aug = autocast(device, cfg.bf16), vgg_loss(cfg, device, mem), augmenter(cfg, _d_image_channels(cfg, mcfg))
     t0, first = time.perf_counter(), [bool(mode)]
 
     def step(batch, k: int) -> dict:
@@ -549,19 +564,20 @@ def fit_phase(cfg: TrainConfig, target: Target, labels: dict, ph: Phase, pi: int
     steps, through the fit loop. Returns (run, how fit ended)."""
     is_main = rank == 0
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    mcfg, g, d, opt_g, opt_d, resumed = build_phase(cfg, ph, pi, state, target.iuv, device, mem, start)
+    mcfg, g, d, opt_g, opt_d, resumed = build_phase(cfg, ph, pi, state, target.iuv, target.background, device, mem, start)
     if not resumed and is_main:
         ckpts.best_path.unlink(missing_ok=True)  # the best model is chosen within the last phase
     origin = state.get("init_from") if state else start and start["from"]  # what the model started from
     fixed = {"phase": pi, "model": asdict(mcfg), "train": cfg.to_dict(), "labels": labels, "data": target.fingerprint,
-             "height": ph.height, "width": ph.width, "held_out_from": target.subjects[0].n_train, "init_from": origin}
+             "height": ph.height, "width": ph.width, "held_out_from": target.subjects[0].n_train, "init_from": origin,
+             "background": target.stored_background()}
     run = Run(g, d, opt_g, opt_d, cfg, ckpts, LossLog(ckpts.folder / "loss.csv", step, is_main), fixed, step, is_main)
     if resumed:
         run.restore(state, device)
     if is_main:
         log.info("phase %s: G %.2f M parameters, D %.2f M parameters, %dx%d, steps %d..%d", ph.kind,
                  count_params(g) / 1e6, count_params(d) / 1e6, ph.width, ph.height, run.step, ph.end)
-    step_fn = phase_step(cfg, run, mcfg, device, mem, world, target.iuv)
+    step_fn = phase_step(cfg, run, mcfg, device, mem, world)
     datas, pairs, device_data = phase_data(cfg, target.subjects, ph, device, mem)
     perceptual = perceptual_metric(cfg, device) if is_main else None
     lr_G, lr_D, warmup = cfg.schedule()
@@ -605,6 +621,8 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
     from .settings import section
 
     labels = section("labels", labels)
+    if render is not None:  # it draws the whole label map
+        labels = {**labels, "background": False}
     rank, world, device = setup_distributed(cfg)
     ckpts = Checkpoints(ckpt_dir, cfg.keep_checkpoints)
     target = open_target(cfg, labels, data, render)
@@ -636,7 +654,7 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
     done = bool(stopped) or step >= phases[-1].end
     if done and rank == 0:
         write_final(ckpts, Path(out_dir) / "generator.pt",
-                    ("model", "height", "width", "labels", "held_out_from", "train", "init_from"), "loss.csv",
+                    ("model", "height", "width", "labels", "held_out_from", "train", "init_from", "background"), "loss.csv",
                     "samples.png", stopped)
     if world > 1:
         dist.barrier()
@@ -646,10 +664,10 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
             "val_l1": metrics.get("l1", float("nan")), "generator": run and run.g, "discriminator": run and run.d}
 
 
-def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, limit_h: float | None) -> str:
+def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, background: bool, limit_h: float | None) -> str:
     """The estimated time of this training on this CPU (a log line); TooSlowForCPU over limit_h."""
     _, h, w = np.load(frames_path, mmap_mode="r").shape[:3]
-    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv), p.height, p.width, cfg.batch_size,
+    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv, background), p.height, p.width, cfg.batch_size,
                              cfg.vgg and cfg.lambda_vgg > 0) * (p.end - p.start)
                 for p in plan_phases(cfg, cfg.height or h, cfg.width or w))
     return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this training", "train.cpu_hours_limit")
@@ -673,10 +691,11 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     given = json.loads(a.settings)
     cfg = TrainConfig.from_dict(given)
-    limit = section("train", given)["cpu_hours_limit"]
-    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames, a.iuv is not None, limit), "train_generator")
+    limit, labels = section("train", given)["cpu_hours_limit"], section("labels", json.loads(a.labels))
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames, a.iuv is not None, labels["background"], limit),
+              "train_generator")
     try:
-        r = train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, json.loads(a.labels), max_steps=a.max_steps,
+        r = train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, labels, max_steps=a.max_steps,
                   iuv_path=a.iuv, base_path=a.base)
     finally:
         if dist.is_initialized():

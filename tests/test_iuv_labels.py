@@ -15,7 +15,7 @@ from steps.posetable import write_pose
 from steps.train import FrameData, default_renderer, train
 from test_train import H, W, LABELS, cfg, make_pose, write_data
 
-CONCAT = {**LABELS, "iuv": "concat"}
+CONCAT = {**LABELS, "iuv": "concat", "background": False}  # the IUV channels alone (background: test_background.py)
 
 
 def iuv_of(frames: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -45,7 +46,7 @@ def test_init_from_loads_g_and_d_and_the_model_records_it(data, donor, tmp_path)
     frames_path, _, pose = data
     c = cfg(global_steps=100, init_from=str(donor), finetune={"steps": 3, "warmup": 2}, decay_from=1.0)
     start = load_start(c.init_from, "train", None)
-    _, g, d, *_ = build_phase(c, Phase("global", 0, 3, H, W), 0, None, False, torch.device("cpu"),
+    _, g, d, *_ = build_phase(c, Phase("global", 0, 3, H, W), 0, None, False, False, torch.device("cpu"),
                               torch.contiguous_format, start)
     saved = torch.load(donor, weights_only=True)
     _sd_equal(g.state_dict(), saved["state_dict"])
@@ -173,11 +174,11 @@ def test_init_from_base_makes_train_generator_wait_for_train_base(data, tmp_path
 
 def test_the_warm_start_benchmark_runs_quick(tmp_path):
     """benchmarks/warm_start.py --quick: synthetic dancers, a base of two, the third from the base
-    and from scratch, the table, the curves."""
+    and from scratch, the table, the curves, the transfer of a base subject's dance scored."""
     import json
 
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks/warm_start.py"), "--quick", "--out", str(tmp_path),
-                        "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                        "--threads", "1", "--source", "dancer"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "warm_start.json").read_text())
     assert [x["step"] for x in res["curves"]["scratch"]] == [2, 4, 6, 8]
@@ -186,3 +187,9 @@ def test_the_warm_start_benchmark_runs_quick(tmp_path):
     assert "from the base" in (tmp_path / "warm_start.md").read_text()
     assert (tmp_path / "warm_start.png").stat().st_size > 0
     assert read_meta(tmp_path / "warm" / "generator.pt")["init_from"]["init_from"] == "base"
+    for run in ("scratch", "warm"):  # all 30 transfer frames scored (toy models: few, if any, with a person)
+        t = res["info"]["transfer"][run]
+        assert t["frames"] == 30 and 0 <= t["found"] <= 30 and t["temporal_ratio"] > 0
+    assert "person found" in (tmp_path / "warm_start.md").read_text()
+    still = cv2.imread(str(tmp_path / "transfer_stills.png"))
+    assert still.shape[:2] == (4 * 64, 2 * 3 * 64)  # 4 stills (source | label | result), both runs side by side
