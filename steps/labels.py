@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import logging
 
 import cv2
 import numpy as np
 
 from .backends.convert import label_map_with_iuv
 from .posetable import B, PoseArrays
+
+log = logging.getLogger("labels")
 
 # BODY_25 limbs, in OpenPose's order.
 BODY_LIMBS = [
@@ -107,13 +110,13 @@ def person_mask(pose: PoseArrays, frame: int, height: int, width: int, min_conf:
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
 
 
-def static_background(frames, pose: PoseArrays, n: int, samples: int = 60) -> np.ndarray:
+def static_background(frames, pose: PoseArrays, n: int, samples: int = 60, what: str = "the target's frames") -> np.ndarray:
     """The target's static background (labels.background), uint8 (H, W, 3) at the frames' size:
     per pixel, the median over up to `samples` frames spread over [0, n) of those where the
     person is not (person_mask). Where the person is in nearly all of them (a target who stays
     in one place), the pixel is inpainted from around it, so no copy of the person is left for
     the generator to paste. Only the training frames [0, n) are read: the held-out tail stays
-    unseen."""
+    unseen. A background that is not static is a warning naming `what`."""
     h, w = frames.shape[1:3]
     idx = np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int))
     stack = np.stack([np.asarray(frames[i]) for i in idx]).astype(np.float32)
@@ -122,10 +125,28 @@ def static_background(frames, pose: PoseArrays, n: int, samples: int = 60) -> np
     stack[person] = np.nan
     bg = np.zeros((h, w, 3), np.float32)
     bg[seen] = np.nanmedian(stack[:, seen], 0)
+    share = background_moves(stack[:, seen], bg[seen])
+    if share > MOVING_BACKGROUND:
+        log.warning("%s: away from the person, %.0f%% of the pixels differ from their median by more than %d "
+                    "levels: the background is not static (a moving camera, changing light?), so the median given "
+                    "to the generator (labels.background) is not what the frames show; set labels.background: "
+                    "false for this target", what, 100 * share, MOVED_BY)
     bg = bg.round().astype(np.uint8)
     if (~seen).any():
         bg = cv2.inpaint(bg, (~seen).astype(np.uint8), max(3, h // 50), cv2.INPAINT_TELEA)
     return bg
+
+
+MOVED_BY = 30             # levels of 255: more than noise and compression
+MOVING_BACKGROUND = 0.25  # share of moved pixels over which the background counts as not static
+
+
+def background_moves(free: np.ndarray, median: np.ndarray) -> float:
+    """The share of the person-free samples free (frames, pixels, 3; NaN where the person is) that
+    differ from their pixel's median by more than MOVED_BY in some channel."""
+    moved = np.abs(free - median[None]).max(-1) > MOVED_BY  # the person's NaN compares False
+    counted = ~np.isnan(free[..., 0])
+    return float(moved.sum() / max(1, counted.sum()))
 
 
 def with_background(render, background: np.ndarray):

@@ -499,7 +499,7 @@ def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Calla
         frames, pose, iuv = open_data(cfg, labels, frames_path, pose, iuv_path)
         n = len(frames)
         n_train, _ = split_frames(n, cfg, frames_path)
-        bg = static_background(frames, pose, n_train) if labels["background"] else None
+        bg = static_background(frames, pose, n_train, what=str(frames_path)) if labels["background"] else None
         rend = render or default_renderer(labels, iuv, bg)
         subjects.append(Subject(str(frames_path), pose, rend, n_train,
                                 range(n_train, min(n, n_train + (cfg.val_max_frames or n))), bg))

@@ -116,3 +116,17 @@ def test_a_composite_generator_shows_the_background_where_its_mask_is_off(kind):
         np.testing.assert_allclose(g(x), x[:, 3:6], atol=1e-6)
         head.bias[3] = 20.0    # mask 1: the drawn RGB
         assert (g(x) - x[:, 3:6]).abs().mean() > 0.05
+
+
+def test_a_moving_background_is_a_warning_naming_the_frames(caplog):
+    pose = make_pose(24)
+    frames = make_frames(pose)
+    with caplog.at_level("WARNING", logger="labels"):
+        static_background(frames, pose, 20, what="static.npy")
+    assert not caplog.records  # the figure moves, the gradient does not
+    panned = np.stack([np.roll(f, 5 * i, axis=1) for i, f in enumerate(frames)])  # a camera panning
+    with caplog.at_level("WARNING", logger="labels"):
+        static_background(panned, pose, 20, what="panned.npy")
+    assert len(caplog.records) == 1
+    msg = caplog.records[0].getMessage()
+    assert msg.startswith("panned.npy:") and "labels.background: false" in msg
