@@ -96,8 +96,9 @@ def cpu_flops_per_second(seconds: float = 0.3) -> float:
     return per_run * n / (time.perf_counter() - t0)
 
 
-def hours(flops_per_step: float, steps: int, speed: float) -> float:
-    return flops_per_step * steps / speed / 3600
+def estimate_cpu(flops: float, limit_h: float | None, what: str, key: str) -> str:
+    """check_cpu_hours of `flops` of work at this CPU's speed now."""
+    return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, what, key)
 
 
 def check_cpu_hours(estimate_h: float, limit_h: float | None, what: str, key: str) -> str:

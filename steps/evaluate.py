@@ -396,8 +396,7 @@ def score_main(argv) -> None:
 
 
 def main(argv=None):
-    from .atomic import atomic_output
-    from .atomic import write_png
+    from .atomic import atomic_output, write_png
     from .settings import section
 
     argv = sys.argv[1:] if argv is None else list(argv)

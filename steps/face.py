@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .budget import check_cpu_hours, cpu_flops_per_second, guard_cpu, face_step_flops
+from .budget import estimate_cpu, face_step_flops, guard_cpu
 from .checkpoints import Checkpoints, LossLog, check_settings, check_start, data_fingerprint, load_start, write_final
 from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_adversarial, perceptual_metric,
                   step_generator, vgg_loss)
@@ -278,7 +278,7 @@ def cpu_hours(cfg: FaceTrainConfig, generator_path, limit_h: float | None) -> st
     meta = read_meta(generator_path)
     box = face_size(meta["height"], meta["width"], cfg.boxes["size"])
     flops = face_step_flops(cfg.model_config(), box, cfg.batch_size, cfg.vgg and cfg.lambda_vgg > 0) * cfg.steps
-    return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this face training", "face.cpu_hours_limit")
+    return estimate_cpu(flops, limit_h, "this face training", "face.cpu_hours_limit")
 
 
 def main(argv=None):

@@ -261,8 +261,6 @@ def load_frames(out_dir: str | os.PathLike) -> np.ndarray:
 
 
 def main(argv=None):
-    import json
-
     from .settings import section
 
     ap = argparse.ArgumentParser(description="Decode a video into a frames store.")

@@ -154,12 +154,13 @@ def label_renderer(meta: dict, iuv=None):
     if concat and iuv is None:
         raise ValueError(f"{name} was trained on label maps with DensePose IUV channels "
                          f"(labels.iuv: concat): it needs the IUV images of the poses it is given")
-    bg = meta.get("background")
-    if uses_background(meta) and bg is None:
+    with_bg = uses_background(meta)
+    bg = meta.get("background") if with_bg else None
+    if with_bg and bg is None:
         raise ValueError(f"{name} was trained with labels.background on several subjects (a base) and keeps no "
                          f"background of one target: train a target from it (train.init_from: base) and use that")
     r = generator_renderer(lab["thickness"], lab["face"], lab["hands"], iuv if concat else None,
-                           np.asarray(bg) if uses_background(meta) else None)
+                           None if bg is None else np.asarray(bg))
     return lambda pose, i: r(pose, i, h, w)
 
 

@@ -123,9 +123,10 @@ def static_background(frames, pose: PoseArrays, n: int, samples: int = 60, what:
     person = np.stack([person_mask(pose, int(i), h, w) for i in idx])
     seen = (~person).sum(0) >= max(2, len(idx) // 10)  # free in enough frames for a median
     stack[person] = np.nan
+    free = stack[:, seen]
     bg = np.zeros((h, w, 3), np.float32)
-    bg[seen] = np.nanmedian(stack[:, seen], 0)
-    share = background_moves(stack[:, seen], bg[seen])
+    bg[seen] = np.nanmedian(free, 0)
+    share = background_moves(free, bg[seen])
     if share > MOVING_BACKGROUND:
         log.warning("%s: away from the person, %.0f%% of the pixels differ from their median by more than %d "
                     "levels: the background is not static (a moving camera, changing light?), so the median given "

@@ -39,7 +39,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .budget import check_cpu_hours, cpu_flops_per_second, guard_cpu, train_step_flops
+from .budget import estimate_cpu, guard_cpu, train_step_flops
 from .checkpoints import (Checkpoints, LossLog, check_settings, check_start, data_fingerprint, load_start,
                           write_final)
 from .gan import (GANSettings, adam, augmenter, discriminator_step, generator_adversarial, perceptual_metric,
@@ -475,13 +475,17 @@ class Target:
 
     subjects: list[Subject]
     iuv: bool
-    background: bool
     fingerprint: dict
     size: tuple[int, int]  # the frames' (height, width)
 
     @property
     def frames_path(self) -> str:
         return ", ".join(s.frames_path for s in self.subjects)
+
+    @property
+    def background(self) -> bool:
+        """Whether its label maps end with a background (labels.background, a renderer of its own off)."""
+        return self.subjects[0].background is not None
 
     def stored_background(self) -> torch.Tensor | None:
         """The background the model file keeps for transfer: a target's (a base has none)."""
@@ -510,7 +514,7 @@ def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Calla
         raise ValueError(f"the frames of {', '.join(str(d[0]) for d in data)} have different sizes {sorted(sizes)}; "
                          "decode them at one size (frames.width/height)")
     fingerprint = fingerprints[0] if len(data) == 1 else {"subjects": fingerprints}
-    return Target(subjects, iuvs.pop(), bool(labels["background"]), fingerprint, sizes.pop())
+    return Target(subjects, iuvs.pop(), fingerprint, sizes.pop())
 
 
 def starting_point(cfg: TrainConfig, labels: dict, ckpts: Checkpoints, target: Target, kind: str,
@@ -670,7 +674,7 @@ def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, background: bool, limit_
     flops = sum(train_step_flops(cfg.model_config(p.kind, iuv, background), p.height, p.width, cfg.batch_size,
                              cfg.vgg and cfg.lambda_vgg > 0) * (p.end - p.start)
                 for p in plan_phases(cfg, cfg.height or h, cfg.width or w))
-    return check_cpu_hours(flops / cpu_flops_per_second() / 3600, limit_h, "this training", "train.cpu_hours_limit")
+    return estimate_cpu(flops, limit_h, "this training", "train.cpu_hours_limit")
 
 
 def main(argv=None):

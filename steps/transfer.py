@@ -126,6 +126,32 @@ def panels(items: Iterable, src, held: np.ndarray, stills: set, stills_dir: Path
         yield panel
 
 
+def source_iuv_on_poses(gcfg: dict, normalized: PoseArrays, pose_from: np.ndarray, pose_path, source_iuv,
+                        source_pose):
+    """The IUV image of each transfer frame for a generator trained with labels.iuv concat: the
+    source's IUV (source_iuv) following its poses (source_pose) to the normalized ones; None for
+    other generators."""
+    from .generator import uses_iuv
+    from .labels import open_iuv
+
+    name, n = gcfg["path"], normalized.n_frames
+    if not uses_iuv(gcfg):
+        if source_iuv is not None:
+            log.info("%s was trained without IUV channels: %s is not used", name, source_iuv)
+        return None
+    from .backends.convert import IUVOnPoses
+
+    if source_iuv is None or source_pose is None:
+        raise ValueError(f"{name} was trained on label maps with DensePose IUV channels "
+                         f"(labels.iuv: concat): transfer needs the source's IUV images (--source-iuv) and its "
+                         f"pose table before normalization (--source-pose), which the IUV follows")
+    src_pose = read_pose(source_pose)
+    if src_pose.n_frames != n:
+        raise ValueError(f"{source_pose} has {src_pose.n_frames} frames, the normalized poses {pose_path} {n}")
+    return IUVOnPoses(open_iuv(source_iuv, n, pose_path), src_pose.xy("body"), normalized.xy("body"),
+                      normalized.meta.height, normalized.meta.width, frame_of=pose_from)
+
+
 def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames_csv, face_path=None,
              source_frames=None, audio_video=None, audio_start: float = 0.0, min_joints: int = 8,
              min_conf: float = 0.3, n_stills: int = 4, device: str = "auto", progress: bool = True,
@@ -134,8 +160,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
 
     from .faceboxes import face_boxes
     from .generator import (FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device,
-                            trained_bf16, uses_iuv)
-    from .labels import open_iuv
+                            trained_bf16)
     from .video import write_video
 
     dev = pick_device(device)
@@ -149,22 +174,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
              pose_path, n, fps, int(held.sum()))
     g, gcfg = load_generator(generator_path, dev)
     h, w = gcfg["height"], gcfg["width"]
-    iuv = None
-    if uses_iuv(gcfg):
-        from .backends.convert import IUVOnPoses
-
-        if source_iuv is None or source_pose is None:
-            raise ValueError(f"{generator_path} was trained on label maps with DensePose IUV channels "
-                             f"(labels.iuv: concat): transfer needs the source's IUV images (--source-iuv) and its "
-                             f"pose table before normalization (--source-pose), which the IUV follows")
-        src_pose = read_pose(source_pose)
-        if src_pose.n_frames != n:
-            raise ValueError(f"{source_pose} has {src_pose.n_frames} frames, the normalized poses {pose_path} {n}")
-        iuv = IUVOnPoses(open_iuv(source_iuv, n, pose_path), src_pose.xy("body"), normalized.xy("body"),
-                         normalized.meta.height, normalized.meta.width, frame_of=pose_from)
-    elif source_iuv is not None:
-        log.info("%s was trained without IUV channels: %s is not used", generator_path, source_iuv)
-    render = label_renderer(gcfg, iuv)
+    render = label_renderer(gcfg, source_iuv_on_poses(gcfg, normalized, pose_from, pose_path, source_iuv, source_pose))
     face = boxes = None
     if face_path:
         face_g, fcfg = load_face(face_path, dev)
