@@ -199,6 +199,19 @@ HEAD = dict(rx=0.36, ry=0.48, eye_x=0.16, eye_y=0.05, nose_y=-0.10, ear_x=0.37, 
             front=0.40, mouth_y=-0.26)
 
 
+def _place_feet(body: np.ndarray, r_ankle, l_ankle, fwd, left, up, height: float) -> None:
+    """The toes and heels of BODY_25 in `body`: feet point forward and a little outward; toes and
+    heel lie on the floor."""
+    foot_l = 0.25 * height / 1.75
+    for sign, ank, names in ((-1, r_ankle, ("RBigToe", "RSmallToe", "RHeel")),
+                             (1, l_ankle, ("LBigToe", "LSmallToe", "LHeel"))):
+        toe_dir = fwd * 0.8 + left * sign * 0.6
+        floor = ank * np.array([1, 0, 1])
+        body[B[names[0]]] = floor + toe_dir * foot_l * 0.72 - left * sign * 0.025
+        body[B[names[1]]] = floor + toe_dir * foot_l * 0.62 + left * sign * 0.03
+        body[B[names[2]]] = floor - toe_dir * foot_l * 0.25 + up * 0.01
+
+
 def skeleton_3d(d: Dance, p: Preset, t: float) -> dict:
     """World joint positions (metres) for time t: BODY_25 (25, 3), hands, head frame."""
     q = dance_params(d, p, t)
@@ -274,15 +287,7 @@ def skeleton_3d(d: Dance, p: Preset, t: float) -> dict:
     body[B["LEye"]] = hp(H["eye_x"], H["eye_y"], H["front"])
     body[B["REar"]] = hp(-H["ear_x"], 0.0, H["ear_z"])
     body[B["LEar"]] = hp(H["ear_x"], 0.0, H["ear_z"])
-    foot_l = 0.25 * p.height / 1.75
-    for sign, ank, names in ((-1, r_ankle, ("RBigToe", "RSmallToe", "RHeel")),
-                             (1, l_ankle, ("LBigToe", "LSmallToe", "LHeel"))):
-        # Feet point forward and a little outward; toes and heel lie on the floor.
-        toe_dir = fwd * 0.8 + left * sign * 0.6
-        floor = ank * np.array([1, 0, 1])
-        body[B[names[0]]] = floor + toe_dir * foot_l * 0.72 - left * sign * 0.025
-        body[B[names[1]]] = floor + toe_dir * foot_l * 0.62 + left * sign * 0.03
-        body[B[names[2]]] = floor - toe_dir * foot_l * 0.25 + up * 0.01
+    _place_feet(body, r_ankle, l_ankle, fwd, left, up, p.height)
 
     hands = {
         "right_hand": hand_3d(r_wr, r_dir, r_th, fwd, q["spread"], p.height),
