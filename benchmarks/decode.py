@@ -18,8 +18,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.frames import decode_frames, scale_filter  # noqa: E402
-from steps.video import FFMPEG, write_video  # noqa: E402
+from steps.prepare.frames import decode_frames, scale_filter  # noqa: E402
+from steps.prepare.video import FFMPEG, write_video  # noqa: E402
 
 REPEATS = 3
 

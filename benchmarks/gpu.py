@@ -132,9 +132,9 @@ class Part:
 
 
 def ffmpeg_works() -> bool:
-    """Whether steps.video can encode here: ffmpeg-python, imageio-ffmpeg and its binary running."""
+    """Whether steps.prepare.video can encode here: ffmpeg-python, imageio-ffmpeg and its binary running."""
     try:
-        from steps.video import FFMPEG
+        from steps.prepare.video import FFMPEG
         return subprocess.run([FFMPEG, "-version"], capture_output=True, timeout=30).returncode == 0
     except Exception:  # not installed, or a binary that cannot run here
         return False
@@ -153,11 +153,11 @@ def transfer_still(generator, pose_path, png, device, n_frames: int) -> str:
     import numpy as np
     import torch
 
-    from steps.generator import generate_sequence, label_renderer, load_generator, trained_bf16
+    from steps.render.inference import generate_sequence, label_renderer, load_generator, trained_bf16
     from steps.atomic import write_png
-    from steps.models import LABEL_CH
-    from steps.posetable import read_pose
-    from steps.transfer import hold_missing, side_by_side
+    from steps.gan.models import LABEL_CH
+    from steps.prepare.posetable import read_pose
+    from steps.render.transfer import hold_missing, side_by_side
 
     dev = torch.device(device)
     g, meta = load_generator(generator, dev)

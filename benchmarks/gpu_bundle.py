@@ -7,8 +7,8 @@ enough to travel with the working tree (under 60 MiB):
                           `psnr_db`, the read-back against the store)
   target_pose.parquet     the target's smoothed pose table (smooth_pose)
   transfer_pose.parquet   the source's pose normalized onto the target (normalize_pose), for a transfer
-  vgg16_fp16.pth          the perceptual loss's VGG16 weights (steps/vgg.py's ST-LPIPS file), conv
-                          weights in fp16 (half the size; steps.vgg reads them back as fp32)
+  vgg16_fp16.pth          the perceptual loss's VGG16 weights (steps/gan/vgg.py's ST-LPIPS file), conv
+                          weights in fp16 (half the size; steps.gan.vgg reads them back as fp32)
   bundle.json             what is in it, with sizes and frame counts
 
 The frames and poses come from the project's own steps: Snakemake runs the workflow's rules on a
@@ -44,7 +44,7 @@ def encode_yuv444(frames: np.ndarray, path: Path, fps: float, crf: int = 12) -> 
     """RGB uint8 (N, H, W, 3) -> H.264 High 4:4:4 (no chroma subsampling: the label-map colours
     and thin limbs keep their edges), with the project's ffmpeg."""
     from steps.atomic import atomic_output
-    from steps.video import FFMPEG
+    from steps.prepare.video import FFMPEG
 
     n, h, w, _ = frames.shape
     with atomic_output(path) as tmp:
@@ -70,7 +70,7 @@ def half_vgg(src, dst: Path) -> None:
     import torch
 
     from steps.atomic import atomic_output
-    from steps.vgg import read_stlpips_state
+    from steps.gan.vgg import read_stlpips_state
 
     sd = read_stlpips_state(src)
     small = {k: v if not v.is_floating_point() or v.numel() < 4096 else v.half() for k, v in sd.items()}
@@ -81,8 +81,8 @@ def half_vgg(src, dst: Path) -> None:
 def pack(frames_npy, pose, transfer_pose, out, fps: float, vgg=None, crf: int = 12, made_from: dict | None = None) -> dict:
     """Write the bundle folder `out` from a frames store, its pose table and a normalized pose
     table; returns the manifest. Checks that OpenCV reads back every frame."""
-    from steps.posetable import read_meta, read_pose
-    from steps.vgg import weights_path
+    from steps.prepare.posetable import read_meta, read_pose
+    from steps.gan.vgg import weights_path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

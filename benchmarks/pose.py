@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/pose.py [video] [--size 256]
         frames/s of extract_pose jobs with 1 and with 2 running in parallel (the chunks Snakemake
-        schedules side by side); each job is a real `python -m steps.pose extract` process
+        schedules side by side); each job is a real `python -m steps.prepare.pose extract` process
         (start-up and model load included), detecting on the working frames.
     .venv/bin/python benchmarks/pose.py --rates [--size 384x512] [--step 3] [--max-frames 60]
         per real clip: person, face and hand detection rates and frames/s, detecting on the
@@ -24,10 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.frames import decode_frames, read_manifest_meta  # noqa: E402
-from steps.pose import detection_rates, drop_stray_hands, extract_chunk  # noqa: E402
-from steps.posetable import PoseArrays, PoseMeta  # noqa: E402
-from steps.video import probe  # noqa: E402
+from steps.prepare.frames import decode_frames, read_manifest_meta  # noqa: E402
+from steps.prepare.pose import detection_rates, drop_stray_hands, extract_chunk  # noqa: E402
+from steps.prepare.posetable import PoseArrays, PoseMeta  # noqa: E402
+from steps.prepare.video import probe  # noqa: E402
 
 CLIPS = ROOT.parent / "shared/data/clips"
 RATE_CLIPS = ["two_people.mp4", "handheld_dribble.mp4", "dancer_source.mp4", "model_target.mp4",
@@ -36,7 +36,7 @@ RATE_CLIPS = ["two_people.mp4", "handheld_dribble.mp4", "dancer_source.mp4", "mo
 
 def run_jobs(frames: Path, ranges: list[tuple[int, int]], out: Path) -> float:
     t = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "steps.pose", "extract", "--store", str(frames.parent),
+    procs = [subprocess.Popen([sys.executable, "-m", "steps.prepare.pose", "extract", "--store", str(frames.parent),
                                "--settings", '{"detect_on": "frames"}',
                                "--start", str(a), "--end", str(b), "--out", str(out / f"{a}.npz")],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +100,7 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     if not Path(a.video).exists():
         from steps.synth import make_clip
-        from steps.video import write_video
+        from steps.prepare.video import write_video
         clip = make_clip("source", 10, 15, a.size, a.size, 0)
         a.video = str(tmp / "synth.mp4")
         write_video(a.video, clip.frames(), 15)

@@ -8,8 +8,8 @@ interval. Below it: the step of the final generator (the best held-out checkpoin
 
 Data, one of:
   --video CLIP.mp4          decode + detect + smooth with the project's steps (needs ffmpeg and
-                            the pose back end, e.g. MediaPipe): python -m steps.frames / steps.pose
-                            / steps.smooth, as workflow/rules/{frames,pose}.smk call them
+                            the pose back end, e.g. MediaPipe): python -m steps.prepare.frames / steps.prepare.pose
+                            / steps.prepare.smooth, as workflow/rules/{frames,pose}.smk call them
   --frames F --pose P       a prepared frames store (frames.npy, or an .mp4 decoded with OpenCV)
                             and the smoothed pose table: needs only torch, numpy, pandas, pyarrow,
                             OpenCV (a GPU machine without Snakemake/MediaPipe/ffmpeg)
@@ -77,14 +77,14 @@ def prepare_video(video: str, out: Path, width: int, height: int, fps: float) ->
     frames = json.dumps({"fps": fps, "width": width, "height": height})
     pose = json.dumps({"detect_on": "frames"})
     store = out / "frames"
-    _run("steps.frames", "--video", video, "--out", str(store), "--subject", "target", "--settings", frames)
+    _run("steps.prepare.frames", "--video", video, "--out", str(store), "--subject", "target", "--settings", frames)
     n = len(np.load(store / "frames.npy", mmap_mode="r"))
     chunk = out / "pose_chunk.npz"
-    _run("steps.pose", "extract", "--store", str(store), "--start", "0", "--end", str(n), "--out", str(chunk),
+    _run("steps.prepare.pose", "extract", "--store", str(store), "--start", "0", "--end", str(n), "--out", str(chunk),
          "--subject", "target", "--settings", pose)
-    _run("steps.pose", "merge", str(chunk), "--manifest", str(store / "manifest.parquet"), "--out",
+    _run("steps.prepare.pose", "merge", str(chunk), "--manifest", str(store / "manifest.parquet"), "--out",
          str(out / "pose.parquet"), "--subject", "target", "--settings", pose)
-    _run("steps.smooth", "--pose", str(out / "pose.parquet"), "--out", str(out / "pose_smooth.parquet"))
+    _run("steps.prepare.smooth", "--pose", str(out / "pose.parquet"), "--out", str(out / "pose_smooth.parquet"))
     return store / "frames.npy", out / "pose_smooth.parquet"
 
 
@@ -92,7 +92,7 @@ def prepare_synth(seconds: float, out: Path, width: int, height: int, fps: float
     """A rendered dancer at the training size and its true poses (no detection, no smoothing)."""
     import numpy as np
 
-    from steps.posetable import write_pose
+    from steps.prepare.posetable import write_pose
     from steps.synth import make_clip
 
     clip = make_clip("target", seconds, fps, width + width % 2, height + height % 2, seed)
@@ -182,7 +182,7 @@ def main(argv=None):
     import torch
 
     from steps.settings import section
-    from steps.train import TrainConfig, train
+    from steps.gan.train import TrainConfig, train
 
     if a.threads:
         torch.set_num_threads(a.threads)

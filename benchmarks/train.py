@@ -1,7 +1,7 @@
 """Training throughput of the pose-to-video GAN: the precision/layout/compile variants side by side
 against a plain fp32 eager step (issue 14).
 
-One training step = steps.train.train_step on one temporal pair per sample (two generator passes,
+One training step = steps.gan.train.train_step on one temporal pair per sample (two generator passes,
 the multi-scale discriminator, feature matching, the VGG loss, augmentation, both optimiser
 steps), with G, D, the optimizers and the Run built as train() builds them (build_phase, Run).
 Every variant starts from the same seed and is timed in the same process:
@@ -48,14 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import apply_set, markdown  # noqa: E402
-from steps.generator import autocast  # noqa: E402
-from steps.checkpoints import Checkpoints, LossLog  # noqa: E402
-from steps.gan import augmenter, step_generator, vgg_loss  # noqa: E402
-from steps.budget import cpu_flops_per_second, train_step_flops  # noqa: E402
-from steps.loop import Run  # noqa: E402
-from steps.models import LABEL_CH, IMG_CH, PairGenerator, count_params  # noqa: E402
-from steps.train import (Phase, TrainConfig, _d_image_channels, build_phase, compile_models, mark_step,  # noqa: E402
-                         train_step)
+from steps.render.inference import autocast  # noqa: E402
+from steps.gan.checkpoints import Checkpoints, LossLog  # noqa: E402
+from steps.gan.step import augmenter, step_generator, vgg_loss  # noqa: E402
+from steps.gan.budget import cpu_flops_per_second, train_step_flops  # noqa: E402
+from steps.gan.loop import Run  # noqa: E402
+from steps.gan.models import LABEL_CH, IMG_CH, PairGenerator, count_params  # noqa: E402
+from steps.gan.compile import compile_models, mark_step  # noqa: E402
+from steps.gan.train import Phase, TrainConfig, _d_image_channels, build_phase, train_step  # noqa: E402
 
 VARIANTS = {  # name: (bf16, channels_last, torch.compile mode)
     "eager": (False, False, None),
@@ -219,7 +219,7 @@ def main(argv=None):
                         append_csv(a.csv, rows[-1])
                     del b
                 print(f"{size} batch {batch}: {flops / 1e9:.2f} GFLOP per step", flush=True)
-                if not cuda:  # the CPU guard's estimate (steps.budget) beside the measured eager step
+                if not cuda:  # the CPU guard's estimate (steps.gan.budget) beside the measured eager step
                     est = train_step_flops(cfg.model_config("global"), h, w, batch,
                                            cfg.vgg and cfg.lambda_vgg > 0) / cpu_flops_per_second()
                     print(f"{size} batch {batch}: CPU guard's estimate {est:.3f} s/step, measured eager "

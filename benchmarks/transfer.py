@@ -3,19 +3,19 @@ to end, in one run, so the slowest stage is plain and `vs generator` shows what 
 cost end to end:
 
   label maps          the generator's label maps, rendered by two threads as transfer does
-  generator           steps.generator.generate_sequence over those maps, recurrent
+  generator           steps.render.inference.generate_sequence over those maps, recurrent
   generator + face    the same with the face GAN on the device (--face)
-  encode transfer     H.264 of the generated frames (steps.video.write_video)
+  encode transfer     H.264 of the generated frames (steps.prepare.video.write_video)
   side-by-side        composing label | result panels and their H.264, as transfer's writer does
-  end to end          steps.transfer.transfer: pose table -> ... -> both videos (with the face
+  end to end          steps.render.transfer.transfer: pose table -> ... -> both videos (with the face
                       GAN with --face); it includes loading the models and starting ffmpeg
 
 `vs generator` is frames/s over the generator's (generator + face with --face): end to end at
 1.0 means the renderer and the encoders are fully hidden behind the GPU.
 
-The networks are untrained (weights do not change the speed), built with steps.models from
+The networks are untrained (weights do not change the speed), built with steps.gan.models from
 ModelConfig.paper(...) (FaceModelConfig for G_f) and saved as generator.pt / face.pt in the
-format steps/generator.py documents, with train.bf16 = --bf16, so every row runs in the same
+format steps/render/inference.py documents, with train.bf16 = --bf16, so every row runs in the same
 precision. The poses are a rendered dancer's (steps.synth).
 
     python benchmarks/transfer.py --face                              # CPU: tiny, seconds
@@ -44,7 +44,7 @@ TINY = dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1)
 
 
 def save_generator(path: Path, width: int, height: int, paper: bool, bf16: bool) -> dict:
-    from steps.models import ModelConfig, build_generator, label_channels
+    from steps.gan.models import ModelConfig, build_generator, label_channels
     from steps.settings import section
 
     labels = section("labels")  # the defaults: with the background (labels.background), as train writes it
@@ -59,9 +59,9 @@ def save_generator(path: Path, width: int, height: int, paper: bool, bf16: bool)
 
 
 def save_face(path: Path, width: int, height: int, paper: bool, bf16: bool) -> dict:
-    """An untrained G_f as steps.face writes face.pt (its zero head changes no pixel, but it runs)."""
-    from steps.faceboxes import face_size
-    from steps.models import FaceGenerator, FaceModelConfig
+    """An untrained G_f as steps.gan.face writes face.pt (its zero head changes no pixel, but it runs)."""
+    from steps.prepare.faceboxes import face_size
+    from steps.gan.models import FaceGenerator, FaceModelConfig
     from steps.settings import section
 
     face = section("face")
@@ -116,10 +116,10 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from steps.streaming import ordered_map
-    from steps.faceboxes import face_boxes
-    from steps.generator import FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device
-    from steps.posetable import write_pose
+    from steps.render.streaming import ordered_map
+    from steps.prepare.faceboxes import face_boxes
+    from steps.render.inference import FaceRefiner, generate_sequence, label_renderer, load_face, load_generator, pick_device
+    from steps.prepare.posetable import write_pose
     from steps.synth import make_clip
 
     dev = pick_device(a.device)
@@ -162,8 +162,8 @@ def main(argv=None):
 
 def encoders(timer: Timer, tmp: Path, labels, frames, fps: float, dev, face: bool) -> None:
     """The rows that need ffmpeg: both encoders alone and transfer end to end."""
-    from steps.transfer import panels, transfer
-    from steps.video import write_video
+    from steps.render.transfer import panels, transfer
+    from steps.prepare.video import write_video
 
     timer.run("encode transfer", lambda: write_video(tmp / "enc.mp4", frames, fps))
     items = [(i, lab, f) for i, (lab, f) in enumerate(zip(labels, frames))]

@@ -1,10 +1,10 @@
 """A new target from a multi-person base against the same target from scratch (issue 21).
 
-In one run: a base generator (steps.base) is trained on every subject but the target, then the
+In one run: a base generator (steps.gan.base) is trained on every subject but the target, then the
 target is trained twice with the same settings, from the base (train.init_from, the fine-tune
 schedule) and from scratch, each validated on its held-out tail every --val-every steps:
 SSIM and ST-LPIPS (the training loop's own validation, loss.csv) and the face SSIM (every
-kept checkpoint regenerated here, faces cropped with steps.faceboxes). The table says at each
+kept checkpoint regenerated here, faces cropped with steps.prepare.faceboxes). The table says at each
 validation step where both runs are, and how many steps each needs to reach the scratch run's
 final SSIM and ST-LPIPS; a PNG shows the curves.
 
@@ -35,13 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.base import base_config, train_base  # noqa: E402
-from steps.faceboxes import face_boxes  # noqa: E402
-from steps.generator import generate_sequence, label_renderer  # noqa: E402
-from steps.metrics import ssim  # noqa: E402
-from steps.models import ModelConfig, build_generator  # noqa: E402
-from steps.posetable import read_pose  # noqa: E402
-from steps.train import TrainConfig, train  # noqa: E402
+from steps.gan.base import base_config, train_base  # noqa: E402
+from steps.prepare.faceboxes import face_boxes  # noqa: E402
+from steps.render.inference import generate_sequence, label_renderer  # noqa: E402
+from steps.evaluate.metrics import ssim  # noqa: E402
+from steps.gan.models import ModelConfig, build_generator  # noqa: E402
+from steps.prepare.posetable import read_pose  # noqa: E402
+from steps.gan.train import TrainConfig, train  # noqa: E402
 
 log = logging.getLogger("warm_start")
 QUICK_TRAIN = dict(model=dict(ngf=8, n_down=2, n_blocks=1, ndf=8, n_layers_D=2, num_D=1), vgg=False, workers=0,
@@ -59,7 +59,7 @@ def real_settings() -> dict:
 
 def synth_subjects(folder: Path, names: list[str], size: int = 64, seconds: float = 3.0) -> dict:
     """--quick: rendered dancers (the synth presets' people, each its own dance) as pipeline outputs."""
-    from steps.posetable import write_pose
+    from steps.prepare.posetable import write_pose
     from steps.synth import make_clip
 
     for k, name in enumerate(names):
@@ -98,7 +98,7 @@ def face_ssim(ckpt: Path, frames_path, pose, labels: dict) -> float:
     tail = range(lo, len(frames))
     fake = list(generate_sequence(g, [render(pose, i) for i in tail]))
     boxes = face_boxes(pose, h, w)
-    from steps.generator import resize_frame
+    from steps.render.inference import resize_frame
 
     crops = [(boxes.crop(f, i), boxes.crop(resize_frame(frames[i], h, w), i)) for f, i in zip(fake, tail)]
     return float(np.mean([ssim(a, b) for a, b in crops]))
@@ -142,10 +142,10 @@ def run_one(name: str, settings: dict, frames_path, pose_path, out: Path, labels
 
 
 def transfer_and_score(run_dir: Path, data_dir: Path, source: str, target: str, quick: bool) -> dict:
-    """The source's dance on the run's generator (steps.transfer, stills in run_dir/transfer/stills)
-    and its score (steps.evaluate.score_transfer: the person found, keypoint distances, change)."""
-    from steps.evaluate import score_transfer
-    from steps.transfer import transfer
+    """The source's dance on the run's generator (steps.render.transfer, stills in run_dir/transfer/stills)
+    and its score (steps.evaluate.score.score_transfer: the person found, keypoint distances, change)."""
+    from steps.evaluate.score import score_transfer
+    from steps.render.transfer import transfer
 
     norm = data_dir / f"results/normalized/{source}__{target}.parquet"
     if not norm.exists():
@@ -194,7 +194,7 @@ def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> 
                                   for m in ("ssim", "stlpips", "both")) + " |")
     if info.get("transfer"):
         t = info["transfer"]
-        lines += ["", f"The transfer {info['source']} -> {info['target']} (steps.evaluate.score_transfer):", "",
+        lines += ["", f"The transfer {info['source']} -> {info['target']} (steps.evaluate.score.score_transfer):", "",
                   "| run | person found | body keypoints off (px) | frame-to-frame change / the real video's |",
                   "|---|---|---|---|"]
         for k, name in (("scratch", f"from scratch, {info['scratch_steps']} steps"),

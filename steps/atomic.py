@@ -22,7 +22,8 @@ class DamagedFile(RuntimeError):
     def __init__(self, path, remedy: str, cause: BaseException):
         self.path = Path(path)
         why = str(cause).splitlines()[0].split(". ")[0][:160] if str(cause) else type(cause).__name__
-        super().__init__(f"{path} is damaged or incomplete ({why}); {remedy}")
+        super().__init__(f"{path} is not a readable file of this project (damaged, incomplete, or another kind "
+                         f"of file: {why}); {remedy}")
 
 
 @contextmanager
@@ -97,21 +98,23 @@ def load_torch(path, remedy: str, mmap: bool = False) -> dict:
     """torch.load(weights_only=True) of one of the project's files. A missing file is
     FileNotFoundError naming it; a file torch cannot read (truncated, overwritten, not a
     checkpoint) is DamagedFile with `remedy`, e.g. "rerun train_generator (delete it first)"."""
-    import pickle
-    import zipfile
-
     import torch
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; {remedy}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (PermissionError, IsADirectoryError):
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (PermissionError, IsADirectoryError, MemoryError):
         raise
-    # a truncated file: torch's zip reader fails (RuntimeError), or memory-mapping it does (OSError)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as e:
+    # torch's readers fail in many ways on a file that is not theirs (a text file: IndexError from
+    # the legacy unpickler; truncated: RuntimeError from the zip reader, OSError from mmap): all
+    # of them mean the same to the user
+    except Exception as e:
         raise DamagedFile(path, remedy, e) from e
+    if not isinstance(ck, dict):
+        raise DamagedFile(path, remedy, TypeError(f"it holds a {type(ck).__name__}, not this project's dict"))
+    return ck
 
 
 def write_png(path, rgb) -> None:

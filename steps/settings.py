@@ -60,40 +60,47 @@ def description(path: str) -> str:
     return node.get("description", "")
 
 
-# --- config/README.md: the GAN sections' tables are generated from the schema -----------------
-
-GENERATED = ("train", "face", "base", "transfer", "evaluate")
-
+# --- config/README.md: generated whole from the schema --------------------------------------
 
 def _rows(node: dict, prefix: str):
-    for k, sub in node.get("properties", {}).items():
+    """(dotted key, schema node) of every leaf under `node`; a mapping of names (subjects, synth)
+    lists the keys of one entry."""
+    props = node.get("properties") or (node.get("additionalProperties") or {}).get("properties") \
+        or (node.get("items") or {}).get("properties") or {}
+    for k, sub in props.items():
         if sub.get("type") == "object" and "properties" in sub:
             yield from _rows(sub, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", sub
 
 
-def markdown_table(name: str) -> str:
-    """The keys of section `name` with their defaults and descriptions, as a Markdown table."""
+def markdown_table(node: dict) -> str:
+    """The keys under a section with their defaults and descriptions, as a Markdown table."""
     import json
 
     lines = ["| key | default | what it does |", "|---|---|---|"]
-    for key, sub in _rows(schema()["properties"][name], ""):
-        lines.append(f"| `{key}` | `{json.dumps(sub.get('default'))}` | {sub.get('description', '')} |")
+    for key, sub in _rows(node, ""):
+        default = f"`{json.dumps(sub['default'])}`" if "default" in sub else "required"
+        lines.append(f"| `{key}` | {default} | {sub.get('description', '')} |")
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> str:
-    """config/README.md with each `<!-- schema: NAME -->` ... `<!-- /schema -->` block regenerated."""
-    import re
+def config_readme() -> str:
+    """config/README.md: the schema's description, then each section's (its rules, what it is,
+    a table of its keys)."""
+    root = schema()
+    out = ["# Configuration", "", "<!-- generated from workflow/schemas/config.schema.yaml by "
+           "`python -m steps.settings`; a test fails when it is stale -->", "", root["description"].strip(), ""]
+    for name, node in root["properties"].items():
+        rules = f" — {node['x-rules']}" if "x-rules" in node else ""
+        out += [f"## `{name}`{rules}", "", node.get("description", "").strip(), ""]
+        if list(_rows(node, "")):
+            out += [markdown_table(node), ""]
+    return "\n".join(out)
 
-    return re.sub(r"(<!-- schema: (\w+) -->\n).*?(<!-- /schema -->)",
-                  lambda m: m.group(1) + markdown_table(m.group(2)) + "\n" + m.group(3), text, flags=re.S)
 
-
-if __name__ == "__main__":  # python -m steps.settings: regenerate config/README.md's tables
-    readme = SCHEMA.parents[2] / "config" / "README.md"
-    readme.write_text(update_readme(readme.read_text()))
+if __name__ == "__main__":  # python -m steps.settings: regenerate config/README.md
+    (SCHEMA.parents[2] / "config" / "README.md").write_text(config_readme())
 
 
 # --- the whole config: presets and short, pointed errors ---------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from steps.posetable import B, PoseArrays, PoseMeta, empty_arrays, write_pose
+from steps.prepare.posetable import B, PoseArrays, PoseMeta, empty_arrays, write_pose
 
 # ----------------------------------------------------------------------------- presets
 
@@ -613,62 +613,13 @@ def make_clip(preset: str, seconds: float, fps: float, width: int, height: int, 
     return Clip(p, d, camera(p, width, height), width, height, fps, n, sks)
 
 
-# ----------------------------------------------------------------------------- scoring
-
-MAIN_JOINTS = ["Nose", "Neck", "RShoulder", "LShoulder", "RElbow", "LElbow", "RWrist", "LWrist",
-               "MidHip", "RHip", "LHip", "RKnee", "LKnee", "RAnkle", "LAnkle"]
-_PAIRS = [("RShoulder", "LShoulder"), ("RElbow", "LElbow"), ("RWrist", "LWrist"),
-          ("RHip", "LHip"), ("RKnee", "LKnee"), ("RAnkle", "LAnkle")]
-
-
-def score_detection(det: PoseArrays, truth: PoseArrays, threshold: float = 0.05,
-                    min_conf: float = 0.0) -> dict:
-    """How well a detector recovered the rendered skeleton.
-
-    Body height is the truth's nose-to-ankle-midpoint distance per frame (the `height` of the
-    subject statistics; about 85% of the stature, so the threshold is stricter than "5% of the
-    figure"). PCK counts a main joint correct when within threshold x height; an undetected
-    joint counts as wrong. A frame is swapped when, for any left/right pair, exchanging the two
-    detections fits the truth better than keeping them.
-    """
-    tb, db = truth.parts["body"], det.parts["body"]
-    h = np.linalg.norm(tb[:, B["Nose"], :2] - (tb[:, B["RAnkle"], :2] + tb[:, B["LAnkle"], :2]) / 2, axis=1)
-    seen = (db[..., 2] > min_conf) & np.isfinite(db[..., 0])
-    idx = [B[n] for n in MAIN_JOINTS]
-    err = np.linalg.norm(db[:, idx, :2] - tb[:, idx, :2], axis=-1) / h[:, None]
-    err = np.where(seen[:, idx], err, np.inf)
-    ok = err < threshold
-    swapped = np.zeros(len(h), bool)
-    for r, l in _PAIRS:
-        dr, dl, tr, tl = db[:, B[r], :2], db[:, B[l], :2], tb[:, B[r], :2], tb[:, B[l], :2]
-        keep = np.linalg.norm(dr - tr, axis=1) + np.linalg.norm(dl - tl, axis=1)
-        swap = np.linalg.norm(dr - tl, axis=1) + np.linalg.norm(dl - tr, axis=1)
-        swapped |= swap < keep
-    out = dict(
-        frames=int(len(h)),
-        detection_rate=float(seen.any(axis=1).mean()),
-        pck=float(ok.mean()),
-        pck_per_joint={n: float(ok[:, i].mean()) for i, n in enumerate(MAIN_JOINTS)},
-        median_error=float(np.median(err[np.isfinite(err)])) if np.isfinite(err).any() else float("nan"),
-        swap_rate=float(swapped.mean()),
-        body_height_px=(float(h.min()), float(h.max())),
-    )
-    for hand in ("left_hand", "right_hand"):
-        d, t = det.parts[hand], truth.parts[hand]
-        found = np.isfinite(d[..., 0]).all(axis=1) & (d[..., 2] > min_conf).all(axis=1)
-        e = np.linalg.norm(d[..., :2] - t[..., :2], axis=-1) / h[:, None]
-        out[f"{hand}_rate"] = float(found.mean())
-        out[f"{hand}_pck"] = float((e[found] < threshold).mean()) if found.any() else 0.0
-    return out
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
 def main(argv=None) -> None:
     from tqdm import tqdm
 
-    from steps.video import write_video
+    from steps.prepare.video import write_video
 
     ap = argparse.ArgumentParser(prog="python -m steps.synth", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), required=True)

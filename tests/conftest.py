@@ -35,7 +35,7 @@ def moving_box_frames(n: int = 30, width: int = 160, height: int = 120) -> list[
 
 @pytest.fixture
 def box_video(tmp_path) -> Path:
-    from steps.video import write_video
+    from steps.prepare.video import write_video
 
     path = tmp_path / "box.mp4"
     write_video(path, moving_box_frames(), fps=10)
@@ -48,14 +48,19 @@ def write_config(workdir: Path, cfg: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile in `workdir` with workdir/config.yaml.
+def snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = ROOT / "Snakefile",
+              timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a Snakefile (the project's) in `workdir` with workdir/config.yaml.
 
-    stdout and stderr are captured together in `.stdout` (Snakemake writes to both)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+    stdout and stderr are captured together in `.stdout` (Snakemake writes to both); a failure
+    (with check) shows the end of it and of every job log that holds an error."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile),
            "--configfile", str(workdir / "config.yaml"), "--directory", str(workdir), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    r = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                       timeout=timeout)
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-8000:]}")
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2500:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+                         if "rror" in p.read_text())
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-6000:]}\n{logs[-8000:]}")
     return r

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steps.augment import apply, augment_pair, d_image_channels, draw_params
+from steps.gan.augment import apply, augment_pair, d_image_channels, draw_params
 
 POLICY = "color,translation,cutout"
 IMAGES = [6, 7, 8, 9, 10, 11]  # the temporal stack: [label_t, label_t1, img_t, img_t1]

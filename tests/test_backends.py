@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steps.backends import BACKENDS, BackendUnavailable, get_backend
-from steps.backends.convert import (C, KEYPOINT_SCORE_SCALE, fit_scale_shift, warp_iuv, N_PARTS, PART_COLUMNS,
+from steps.prepare.backends import BACKENDS, BackendUnavailable, get_backend
+from steps.prepare.backends.convert import (C, KEYPOINT_SCORE_SCALE, fit_scale_shift, warp_iuv, N_PARTS, PART_COLUMNS,
                                     MainPersonTracker, box_iou, chart_origin, chart_to_frame_iuv,
                                     coco17_to_body25, iuv_index_row, keypoint_confidence,
                                     label_map_with_iuv, match_to_keypoints, paste_chart,
                                     part_pixel_counts, select_main)
-from steps.backends.detectron2 import DOCS, keypoints_to_parts
-from steps.backends.densepose import INDEX_DTYPES, index_frame, load_iuv, merge_chunks
-from steps.backends.options import backend_options
-from steps.posetable import B, BODY_25, N_FACE, PoseArrays, PoseMeta, write_pose
+from steps.prepare.backends.detectron2 import DOCS, keypoints_to_parts
+from steps.prepare.backends.densepose import INDEX_DTYPES, index_frame, load_iuv, merge_chunks
+from steps.prepare.backends.options import backend_options
+from steps.prepare.posetable import B, BODY_25, N_FACE, PoseArrays, PoseMeta, write_pose
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_D2 = importlib.util.find_spec("detectron2") is not None
@@ -247,7 +247,7 @@ def test_label_map_with_iuv_modes():
 def iuv_chunk(tmp_path, name, start, n, h=6, w=8, seen=()):
     """A pose chunk as extract_pose writes it with the densepose back end (keypoints + extras);
     the body is seen in the chunk's frames `seen`."""
-    from steps.pose import write_chunk
+    from steps.prepare.pose import write_chunk
 
     iuv = np.zeros((n, h, w, 3), np.uint8)
     rows = []
@@ -294,7 +294,7 @@ def test_iuv_store_keeps_only_the_pose_tables_person(tmp_path):
 
 
 def test_iuv_store_rejects_gaps_and_chunks_without_iuv(tmp_path):
-    from steps.pose import write_chunk
+    from steps.prepare.pose import write_chunk
 
     c0, _ = iuv_chunk(tmp_path, "0000.npz", 0, 3)
     c2, _ = iuv_chunk(tmp_path, "0002.npz", 4, 2)
@@ -453,7 +453,7 @@ def test_densepose_random_model_writes_the_iuv_store(tmp_path):
     from densepose import add_densepose_config
     from test_posetable import assert_pose_table_schema
 
-    from steps.pose import write_chunk
+    from steps.prepare.pose import write_chunk
 
     config, weights = random_model_files(tmp_path, densepose_config(), add_densepose_config)
     backend = get_backend("densepose", {"config_file": config, "weights": weights, "device": "cpu",
@@ -498,7 +498,7 @@ def test_merge_cli_writes_the_store_and_names_the_subject_on_error(tmp_path):
     c0, a0 = iuv_chunk(tmp_path, "0000.npz", 0, 2)
     c1, a1 = iuv_chunk(tmp_path, "0001.npz", 2, 2)
     run = lambda *chunks: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "steps.backends.densepose", "merge", *chunks, "--out-dir",
+        [sys.executable, "-m", "steps.prepare.backends.densepose", "merge", *chunks, "--out-dir",
          str(tmp_path / "store"), "--subject", "bob"], cwd=ROOT, capture_output=True, text=True)
     r = run(c0, c1)
     assert r.returncode == 0, r.stderr
@@ -510,16 +510,16 @@ def test_merge_cli_writes_the_store_and_names_the_subject_on_error(tmp_path):
 
 
 def test_label_previews_show_the_iuv_under_the_skeleton(tmp_path):
-    """steps.labels --iuv (what render_labels runs with labels.iuv: overlay): the preview frames
+    """steps.prepare.labels --iuv (what render_labels runs with labels.iuv: overlay): the preview frames
     are the coloured IUV where the person is, the skeleton on top, black elsewhere."""
     import subprocess
     import sys
 
     import av
 
-    from steps.backends.convert import iuv_colour
-    from steps.labels import render_label_map
-    from steps.posetable import empty_arrays
+    from steps.prepare.backends.convert import iuv_colour
+    from steps.prepare.labels import render_label_map
+    from steps.prepare.posetable import empty_arrays
 
     n, h, w = 4, 64, 64
     pose = empty_arrays(n, PoseMeta("iuv", w, h, 10.0, "test"))
@@ -529,7 +529,7 @@ def test_label_previews_show_the_iuv_under_the_skeleton(tmp_path):
     iuv = np.zeros((n, h, w, 3), np.uint8)
     iuv[:, 10:54, 8:24] = (3, 100, 200)      # an arm-like patch beside the skeleton
     np.save(tmp_path / "iuv.npy", iuv)
-    cmd = [sys.executable, "-m", "steps.labels", "--pose", str(tmp_path / "pose.parquet"),
+    cmd = [sys.executable, "-m", "steps.prepare.labels", "--pose", str(tmp_path / "pose.parquet"),
            "--settings", '{"thickness": 2, "face": false, "hands": false}', "--iuv", str(tmp_path / "iuv.npy"), "--out", str(tmp_path / "p.mp4")]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     with av.open(str(tmp_path / "p.mp4")) as c:

@@ -5,13 +5,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from steps.frames import decode_frames, load_frames
-from steps.normalize import normalize
-from steps.pose import detection_rates, extract_arrays, keep_main_person, person_identities
-from steps.posetable import B
-from steps.smooth import smooth_pose
-from steps.stats import compute_stats, per_frame
-from steps.video import FFMPEG, probe, write_video
+from steps.prepare.frames import decode_frames, load_frames
+from steps.prepare.normalize import normalize
+from steps.prepare.pose import detection_rates, extract_arrays, keep_main_person, person_identities
+from steps.prepare.posetable import B
+from steps.prepare.smooth import smooth_pose
+from steps.prepare.stats import compute_stats, per_frame
+from steps.prepare.video import FFMPEG, probe, write_video
 
 from conftest import clip
 

@@ -108,12 +108,12 @@ def test_every_cpu_rule_hands_its_whole_section_to_its_step(tmp_path):
                                          ("normalize", "normalize"), ("labels", "labels")])
 def test_every_key_of_a_cpu_section_is_read_by_its_step(module, name):
     """A key in the schema that no code reads is a setting that silently does nothing."""
-    readers = {"pose": ["steps/backends/options.py", "workflow/rules/common.smk"],
-               "labels": ["workflow/rules/common.smk", "steps/train.py"]}
-    text = "".join((ROOT / p).read_text() for p in [f"steps/{module}.py", *readers.get(name, [])])
+    readers = {"pose": ["steps/prepare/backends/options.py", "workflow/rules/common.smk"],
+               "labels": ["workflow/rules/common.smk", "steps/gan/target.py", "steps/gan/train.py"]}
+    text = "".join((ROOT / p).read_text() for p in [f"steps/prepare/{module}.py", *readers.get(name, [])])
     for key in section(name):
         if key != "resources":
-            assert f'"{key}"' in text or f"'{key}'" in text, f"{name}.{key} is read nowhere in steps/{module}.py"
+            assert f'"{key}"' in text or f"'{key}'" in text, f"{name}.{key} is read nowhere in steps/prepare/{module}.py"
 
 
 def test_every_rule_has_a_benchmark_and_a_log():
@@ -123,6 +123,7 @@ def test_every_rule_has_a_benchmark_and_a_log():
         if name in ("all", "prepare"):
             continue
         assert "benchmark:" in block and "log:" in block and "conda:" in block, name
+        assert "    shell:\n        logged(" in block, f"{name}: its command is not in the one shape (common.smk logged)"
         assert re.search(r"mem_mb=\d", block) is None, f"{name} hard-codes mem_mb"
 
 
@@ -145,7 +146,7 @@ def tiny_store(tmp_path: Path, h: int, w: int, n: int = 6) -> Path:
 
 def test_papers_networks_on_a_cpu_stop_with_the_estimate_and_the_key(tmp_path):
     frames = tiny_store(tmp_path, 512, 384)
-    cmd = [sys.executable, "-m", "steps.train", "--frames", str(frames), "--pose", str(tmp_path / "none.parquet"),
+    cmd = [sys.executable, "-m", "steps.gan.train", "--frames", str(frames), "--pose", str(tmp_path / "none.parquet"),
            "--out-dir", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "ck"), "--settings", '{"device": "cpu"}']
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode != 0
@@ -156,8 +157,8 @@ def test_papers_networks_on_a_cpu_stop_with_the_estimate_and_the_key(tmp_path):
 
 
 def test_cpu_estimate_scales_with_steps_and_size_and_null_means_no_limit():
-    from steps.budget import TooSlowForCPU, check_cpu_hours, train_step_flops
-    from steps.models import ModelConfig
+    from steps.gan.budget import TooSlowForCPU, check_cpu_hours, train_step_flops
+    from steps.gan.models import ModelConfig
 
     paper = ModelConfig.paper()
     small = ModelConfig.paper(**preset("cpu")["train"]["model"])
@@ -172,12 +173,12 @@ def test_cpu_estimate_scales_with_steps_and_size_and_null_means_no_limit():
 def test_face_gan_guard_reads_the_generators_size(tmp_path):
     gen = tmp_path / "generator.pt"
     torch.save({"height": 512, "width": 384, "state_dict": {}}, gen)
-    from steps.face import FaceTrainConfig, cpu_hours
+    from steps.gan.face import FaceTrainConfig, cpu_hours
 
     line = cpu_hours(FaceTrainConfig.from_dict({"device": "cpu"}), gen, None)
     assert "this face training on this CPU: about" in line
     small = FaceTrainConfig.from_dict({"steps": 10, "model": preset("cpu")["face"]["model"]})
-    from steps.budget import TooSlowForCPU
+    from steps.gan.budget import TooSlowForCPU
 
     with pytest.raises(TooSlowForCPU):
         cpu_hours(FaceTrainConfig.from_dict({}), gen, 0.01)

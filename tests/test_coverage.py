@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from steps.pose import extract_arrays
-from steps.posetable import PoseMeta, empty_arrays, write_pose
-from steps.smooth import smooth_pose
-from steps.stats import coverage, face_frames, per_frame
-from steps.stats import main as stats_main
+from steps.prepare.pose import extract_arrays
+from steps.prepare.posetable import PoseMeta, empty_arrays, write_pose
+from steps.prepare.smooth import smooth_pose
+from steps.prepare.stats import coverage, face_frames, per_frame
+from steps.prepare.stats import main as stats_main
 from steps.synth import make_clip
 
 
@@ -45,15 +45,16 @@ def test_usable_counts_gaps_filled_by_smoothing_detected_does_not():
     assert cov["body"] == {"detected": 0.0, "usable": 0.0}
 
 
-def test_a_targets_missing_face_is_warned_about_naming_subject_and_part(tmp_path, capsys):
+def test_a_targets_missing_face_is_warned_about_naming_subject_and_part(tmp_path, caplog):
     clip = make_clip("target", 1, 10, 128, 128, seed=0)
     pose = smooth_pose(clip.truth("tgt", "target"))  # the rendered truth: body and hands, no face
     write_pose(pose, tmp_path / "p.parquet")
     out = {k: str(tmp_path / f"{k}") for k in ("json", "table", "plot", "coverage")}
     args = ["--pose", str(tmp_path / "p.parquet"), "--json", out["json"], "--table", out["table"] + ".parquet",
             "--plot", out["plot"] + ".png", "--coverage-plot", out["coverage"] + ".png"]
-    stats_main(args + ["--target", "--settings", '{"warn_face_below": 0.5, "warn_hands_below": 0.5}'])
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
+    with caplog.at_level("WARNING", logger="stats"):
+        stats_main(args + ["--target", "--settings", '{"warn_face_below": 0.5, "warn_hands_below": 0.5}'])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
     assert "'tgt'" in warnings[0] and "face found in 0%" in warnings[0] and "face GAN" in warnings[0]
     cov = json.loads((tmp_path / "json").read_text())["coverage"]
@@ -62,8 +63,10 @@ def test_a_targets_missing_face_is_warned_about_naming_subject_and_part(tmp_path
     assert not frames["face_usable"].any() and frames["right_hand_detected"].all()
     assert (tmp_path / "coverage.png").stat().st_size > 0
     # no thresholds (a source subject): no warning
-    stats_main(args)
-    assert "WARNING" not in capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="stats"):
+        stats_main(args)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_face_frames_counts_the_given_frames_that_show_a_face():

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.evaluate import COLUMNS, part_distance, pose_distances, to_markdown
-from steps.metrics import PSNR_CAP_DB, Perceptual, psnr, ssim, temporal_change
+from steps.evaluate.pose_distance import part_distance, pose_distances
+from steps.evaluate.reconstruction import COLUMNS, to_markdown
+from steps.evaluate.metrics import PSNR_CAP_DB, Perceptual, psnr, ssim, temporal_change
 from steps.synth import make_clip
 
 
@@ -91,7 +92,7 @@ def test_part_distance_of_shifted_keypoints_is_the_shift():
 
 
 def test_pose_distances_pool_both_hands_and_use_the_face_subset():
-    from steps.labels import FACE_POINTS
+    from steps.prepare.labels import FACE_POINTS
 
     inp = {"body": keypoints(3, 25), "face": keypoints(3, 468, 1), "left_hand": keypoints(3, 21, 2),
            "right_hand": keypoints(3, 21, 3)}
@@ -109,7 +110,7 @@ def test_pose_distances_pool_both_hands_and_use_the_face_subset():
 def test_a_shifted_image_gives_the_shift_as_pose_distance():
     """The real detector on a rendered dancer and on the same frames shifted by (6, 8) px:
     the body distance is ~10 px, and ~0 once the input keypoints are shifted too."""
-    from steps.pose import extract_arrays
+    from steps.prepare.pose import extract_arrays
 
     clip = make_clip("source", 0.6, 10, 192, 192, seed=0)
     frames = np.stack(list(clip.frames()))

@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from steps.face import FaceTrainConfig, train_face
-from steps.faceboxes import face_boxes, face_size, head_centres
-from steps.generator import apply_face
-from steps.models import FaceGenerator, FaceModelConfig
-from steps.posetable import B, PoseMeta, empty_arrays, write_pose
+from steps.gan.face import FaceTrainConfig, train_face
+from steps.prepare.faceboxes import face_boxes, face_size, head_centres
+from steps.render.inference import apply_face
+from steps.gan.models import FaceGenerator, FaceModelConfig
+from steps.prepare.posetable import B, PoseMeta, empty_arrays, write_pose
 from steps.synth import make_clip
-from steps.train import TrainConfig, train
+from steps.gan.train import TrainConfig, train
 
 H = W = 128
 
@@ -188,7 +188,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
     d, _, _ = dancer
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     face = {**TINY, "steps": 100000}
-    cmd = [sys.executable, "-m", "steps.face", "--threads", "1", "--frames", str(d / "frames.npy"),
+    cmd = [sys.executable, "-m", "steps.gan.face", "--threads", "1", "--frames", str(d / "frames.npy"),
            "--pose", str(d / "pose.parquet"), "--generator", str(d / "g/generator.pt"), "--out-dir", str(tmp_path),
            "--ckpt-dir", str(tmp_path / "ck")]
     p = subprocess.Popen(cmd + ["--settings", json.dumps(face)], env=env, stdout=subprocess.PIPE,
@@ -213,7 +213,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
 @pytest.mark.slow
 def test_changed_face_settings_stop_a_budget_raise_continues_and_init_from_starts(dancer, tmp_path):
     from steps.atomic import DamagedFile
-    from steps.generator import load_face, read_meta
+    from steps.render.inference import load_face, read_meta
 
     d, _, pose = dancer
     args = (d / "frames.npy", pose, d / "g/generator.pt", tmp_path, tmp_path / "ck")

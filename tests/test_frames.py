@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from steps.frames import decode_frames, load_frames
-from steps.video import FFMPEG, VideoError, probe, write_video
+from steps.prepare.frames import decode_frames, load_frames
+from steps.prepare.video import FFMPEG, VideoError, probe, write_video
 
 from conftest import clip, moving_box_frames
 
@@ -102,13 +102,13 @@ def test_truncated_video_with_index_first_is_refused_and_leaves_no_store(tmp_pat
 
 
 def test_trim_end_past_the_video_warns_with_the_real_end(box_video, tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="steps.frames"):
+    with caplog.at_level("WARNING", logger="steps.prepare.frames"):
         n = decode_frames(str(box_video), tmp_path / "t", 10, 64, 64, start=1.0, end=60.0, subject="box")
     assert n == 20  # the 3-s video from 1 s: what is there, not refused
     assert "end (60.0 s) is past the end" in caplog.text and "ends at 3.00 s" in caplog.text
     assert "'box'" in caplog.text and str(box_video) in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="steps.frames"):
+    with caplog.at_level("WARNING", logger="steps.prepare.frames"):
         decode_frames(str(box_video), tmp_path / "u", 10, 64, 64, end=3.0)
     assert caplog.text == ""  # the exact end is no warning
     with pytest.raises(VideoError, match="ends at 3.00 s"):

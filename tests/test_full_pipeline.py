@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, snakemake
 from test_workflow import job_counts
 
 FRAMES = {"fps": 10, "width": 192, "height": 192}
@@ -33,16 +31,7 @@ FACE = dict(steps=10, batch_size=2, model=dict(ngf=8, n_down=2, n_blocks=1, ndf=
 
 
 def run_snakemake(snakefile: Path, work: Path, *args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile", str(work / "config.yaml"),
-           "--directory", str(work), *args]
-    r = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                       timeout=timeout)
-    if r.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2500:]}" for p in sorted((work / "logs").rglob("*.log"))
-                         if "rror" in p.read_text())
-        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-6000:]}\n{logs[-8000:]}")
-    return r
+    return snakemake(work, *args, snakefile=snakefile, timeout=timeout)
 
 
 def smallest_demo_config() -> dict:
@@ -86,7 +75,7 @@ def full_run(tmp_path_factory):
 def test_full_pipeline_ends_with_transfer_video_evaluation_and_report(full_run):
     import av
 
-    from steps.video import probe
+    from steps.prepare.video import probe
 
     work = full_run[0]
     # playable: every frame decodes, H.264 in yuv420p (what browsers and phones play)

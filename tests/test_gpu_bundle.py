@@ -28,7 +28,7 @@ ABSENT_ON_GPU = ("snakemake", "mediapipe", "ffmpeg", "imageio_ffmpeg", "av")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A rendered target (2 s at 15 fps, 48x64) with its true poses, and a rendered source's true
     poses as the pose to transfer, packed as make gpu-bundle packs the real clip."""
-    from steps.posetable import write_pose
+    from steps.prepare.posetable import write_pose
     from steps.synth import make_clip
 
     tmp = tmp_path_factory.mktemp("gpu_bundle")
@@ -43,7 +43,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 def test_bundle_reads_back_with_opencv_and_loads_its_fp16_vgg(tiny_bundle):
     import torch
 
-    from steps.vgg import load_vgg16, weights_path
+    from steps.gan.vgg import load_vgg16, weights_path
 
     m = json.loads((tiny_bundle / "bundle.json").read_text())
     assert (m["frames"], m["width"], m["height"]) == (30, 48, 64)
@@ -101,6 +101,6 @@ def test_real_clip_bundle_fits_the_device_run(tmp_path):
     m = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert (m["width"], m["height"], m["fps"]) == (384, 512, 30.0)
     assert m["frames"] >= 340 and m["psnr_db"] > 40 and m["bytes"] < MAX_BYTES
-    from steps.posetable import read_pose
+    from steps.prepare.posetable import read_pose
 
     assert read_pose(tmp_path / "bundle" / "transfer_pose.parquet").meta.width == 384

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from steps.guard import CollapseGuard, GuardConfig
+from steps.gan.guard import CollapseGuard, GuardConfig
 
 CFG = GuardConfig(d_floor=0.05, window=10, patience=2, max_returns=2, lr_factor=0.5)
 

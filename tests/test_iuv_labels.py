@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import snakemake, write_config
-from steps.backends.convert import IUVOnPoses, warp_iuv
-from steps.generator import generate_sequence, label_renderer, load_generator
-from steps.labels import open_iuv
-from steps.posetable import write_pose
-from steps.train import FrameData, default_renderer, train
+from steps.prepare.backends.convert import IUVOnPoses, warp_iuv
+from steps.render.inference import generate_sequence, label_renderer, load_generator
+from steps.prepare.labels import open_iuv
+from steps.prepare.posetable import write_pose
+from steps.gan.pairs import FrameData
+from steps.gan.target import default_renderer
+from steps.gan.train import train
 from test_train import H, W, LABELS, cfg, make_pose, write_data
 
 CONCAT = {**LABELS, "iuv": "concat", "background": False}  # the IUV channels alone (background: test_background.py)
@@ -102,8 +104,8 @@ def test_iuv_follows_the_normalized_pose():
 
 
 def test_transfer_and_evaluation_feed_the_iuv_channels(trained, tmp_path):
-    from steps.evaluate import evaluate
-    from steps.transfer import transfer
+    from steps.evaluate.reconstruction import evaluate
+    from steps.render.transfer import transfer
 
     d, frames_path, pose_path, pose, _ = trained
     n = 12
@@ -161,14 +163,14 @@ def test_the_workflow_passes_the_iuv_stores_to_every_generator_rule(tmp_path):
     for rule in ("train_generator", "train_generator_no_temporal", "train_face", "evaluate"):
         assert f"rule {rule}:" in out
     commands = [line for line in out.splitlines() if " -m steps." in line]
-    generator_runs = [c for c in commands if any(f"-m steps.{m} " in c for m in ("train", "face", "evaluate"))
-                      and "-m steps.evaluate score " not in c]  # score_transfer reads the video, not a generator
+    generator_runs = [c for c in commands  # score_transfer reads the video, not a generator
+                      if any(f"-m steps.{m} " in c for m in ("gan.train", "gan.face", "evaluate.reconstruction"))]
     assert len(generator_runs) == 4      # two generators, the face GAN, the evaluation (all of target b)
     assert all("--iuv results/densepose/b/iuv.npy" in c for c in generator_runs)
-    (t,) = [c for c in commands if "-m steps.transfer " in c]
+    (t,) = [c for c in commands if "-m steps.render.transfer " in c]
     assert "--source-iuv results/densepose/a/iuv.npy --source-pose results/pose_smooth/a.parquet" in t
-    previews = [c for c in commands if "-m steps.labels " in c and "--iuv " in c]
-    # the previews of both subjects draw the skeleton over their own IUV (steps.labels overlays it)
+    previews = [c for c in commands if "-m steps.prepare.labels " in c and "--iuv " in c]
+    # the previews of both subjects draw the skeleton over their own IUV (steps.prepare.labels overlays it)
     assert sorted(c.split("--iuv ")[1].split()[0] for c in previews) == [f"results/densepose/{s}/iuv.npy" for s in "ab"]
 
 

@@ -1,4 +1,4 @@
-"""The one fit loop (steps.loop.fit) and what a rerun reads back (steps.checkpoints, steps.atomic):
+"""The one fit loop (steps.gan.loop.fit) and what a rerun reads back (steps.gan.checkpoints, steps.atomic):
 each way a training ends, damaged files, a full disk, changed settings, too little data."""
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from steps.atomic import DamagedFile, save_torch, torch_to_file
-from steps.generator import load_generator, read_meta
-from steps.train import TrainConfig, split_frames, train
+from steps.render.inference import load_generator, read_meta
+from steps.gan.pairs import split_frames
+from steps.gan.train import TrainConfig, train
 from test_train import TINY, _cli, _env, _sd_equal, cfg, read_csv, tiny_render, write_data
 from conftest import ROOT
 
@@ -129,7 +130,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(data, tmp_pa
     truncate(tmp_path / "b_ck" / "step_00000004.pt")  # a crash or a full disk while it was written
     with caplog.at_level(logging.WARNING):
         r = train(c, frames_path, pose, tmp_path / "b", tmp_path / "b_ck", render=tiny_render, progress=False)
-    assert "step_00000004.pt is damaged" in caplog.text and "newest intact checkpoint" in caplog.text
+    assert "step_00000004.pt is not a readable file" in caplog.text and "newest intact checkpoint" in caplog.text
     assert r["done"] and (tmp_path / "b_ck" / "step_00000004.pt.damaged").exists()
     _sd_equal(straight["generator"].state_dict(), r["generator"].state_dict())  # steps 3-6 again, the same
     assert [int(x["step"]) for x in read_csv(tmp_path / "b" / "loss.csv")] == list(range(1, 7))

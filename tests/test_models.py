@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.models import (GlobalGenerator, LocalEnhancer, ModelConfig, MultiscaleDiscriminator,
+from steps.gan.models import (GlobalGenerator, LocalEnhancer, ModelConfig, MultiscaleDiscriminator,
                           PairGenerator, build_discriminator, build_generator, count_params, d_input,
                           feature_matching_loss, lsgan_loss)
-from steps.gan import learning_rate
-from steps.train import TrainConfig, plan_phases
+from steps.gan.step import learning_rate
+from steps.gan.train import TrainConfig, plan_phases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,7 @@ def test_learning_rate_schedule_and_phase_plan():
 
 # --- VGG16 ------------------------------------------------------------------------------------
 
-vgg = pytest.importorskip("steps.vgg")
+vgg = pytest.importorskip("steps.gan.vgg")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ sys.modules["torchvision"].models = sys.modules["torchvision.models"]
 sys.modules["IPython"].embed = lambda *a, **k: None
 sys.modules["torchsummary"].summary = lambda *a, **k: None
 from stlpips_pytorch import stlpips
-from steps.vgg import STLPIPS
+from steps.gan.vgg import STLPIPS
 ref = stlpips.LPIPS(net="vgg", variant="shift_tolerant", verbose=False)
 ours = STLPIPS()
 torch.manual_seed(0)

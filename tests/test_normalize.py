@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from steps.normalize import normalize
-from steps.posetable import B, PoseMeta, empty_arrays
-from steps.stats import StatsError, compute_stats, per_frame
+from steps.prepare.normalize import normalize
+from steps.prepare.posetable import B, PoseMeta, empty_arrays
+from steps.prepare.stats import StatsError, compute_stats, per_frame
 
 
 def walking_subject(n=40, seed=0, width=256, height=256, name="t"):

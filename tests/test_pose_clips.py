@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from steps.frames import decode_frames, load_frames
-from steps.pose import detection_rates, extract_arrays
-from steps.posetable import B
+from steps.prepare.frames import decode_frames, load_frames
+from steps.prepare.pose import detection_rates, extract_arrays
+from steps.prepare.posetable import B
 
 from conftest import clip
 

@@ -5,10 +5,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from steps.frames import decode_frames, load_frames, native_frames, read_manifest_meta
-from steps.pose import drop_stray_hands, extract_chunk, to_working
-from steps.posetable import B, PoseMeta, empty_arrays
-from steps.video import FFMPEG, write_video
+from steps.prepare.frames import decode_frames, load_frames, native_frames, read_manifest_meta
+from steps.prepare.pose import drop_stray_hands, extract_chunk, to_working
+from steps.prepare.posetable import B, PoseMeta, empty_arrays
+from steps.prepare.video import FFMPEG, write_video
 
 
 def index_frames(n: int, w: int = 64, h: int = 32) -> list[np.ndarray]:

@@ -4,8 +4,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from steps.backends.mediapipe import MP, mediapipe_to_body25
-from steps.posetable import (B, BODY_25, N_FACE, PARTS, PoseMeta, PoseTableError, empty_arrays,
+from steps.prepare.backends.mediapipe import MP, mediapipe_to_body25
+from steps.prepare.posetable import (B, BODY_25, N_FACE, PARTS, PoseMeta, PoseTableError, empty_arrays,
                              read_meta, read_pose, table_to_arrays, write_pose)
 
 DTYPES = {"frame": "int32", "time_s": "float32", "person": "int8", "part": "category",
@@ -59,7 +59,7 @@ def test_round_trip_keeps_values_schema_and_metadata(tmp_path):
 
 def test_a_table_with_a_missing_frame_is_rejected():
     pose = random_pose(4)
-    from steps.posetable import arrays_to_table
+    from steps.prepare.posetable import arrays_to_table
     df = arrays_to_table(pose)
     with pytest.raises(PoseTableError, match="bad.parquet"):
         table_to_arrays(df[df.frame != 1], pose.meta, "bad.parquet")

@@ -1,4 +1,4 @@
-"""The transfer scored (steps.evaluate score, rule score_transfer): the real detector finds the
+"""The transfer scored (steps.evaluate.score, rule score_transfer): the real detector finds the
 person in a rendered dancer, at a keypoint distance near its own floor, and nobody in noise frames,
 which prints the warning; the rule is planned for every transfer."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, snakemake, write_config
-from steps.evaluate import found_warning, person_found, score_row, score_table
-from steps.posetable import B, write_pose
+from steps.evaluate.score import found_warning, person_found, score_row, score_table
+from steps.prepare.posetable import B, write_pose
 from steps.synth import make_clip
-from steps.video import write_video
+from steps.prepare.video import write_video
 
 W, H, FPS = 192, 256, 10
 
@@ -37,8 +37,8 @@ def files(tmp_path_factory):
 
 
 def score_cli(d, video: str, *extra: str) -> subprocess.CompletedProcess:
-    """python -m steps.evaluate score on `video`, against the dancer's poses and frames."""
-    cmd = [sys.executable, "-m", "steps.evaluate", "score", "--video", str(d / video), "--pose", str(d / "truth.parquet"),
+    """python -m steps.evaluate.score on `video`, against the dancer's poses and frames."""
+    cmd = [sys.executable, "-m", "steps.evaluate.score", "--video", str(d / video), "--pose", str(d / "truth.parquet"),
            "--target-frames", str(d / "frames.npy"), "--target-pose", str(d / "truth.parquet"),
            "--csv", str(d / f"{video}.csv"), "--markdown", str(d / f"{video}.md"), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

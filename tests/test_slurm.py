@@ -66,7 +66,7 @@ def finish(proc: subprocess.Popen, timeout: float = 170) -> str:
     return out
 
 
-def run_snakemake(workdir: Path, *args: str, **kwargs) -> str:
+def run_on_cluster(workdir: Path, *args: str, **kwargs) -> str:
     return finish(start_snakemake(workdir, *args, **kwargs))
 
 
@@ -142,10 +142,10 @@ def test_profiles_parse_with_the_project_workflow(tmp_path):
     for profile in (PROFILE_LOCAL, PROFILE_SLURM):
         if profile == PROFILE_SLURM and PLUGIN_MISSING:
             continue
-        out = run_snakemake(tmp_path, "--profile", str(profile), "-n")
+        out = run_on_cluster(tmp_path, "--profile", str(profile), "-n")
         assert "decode_frames" in out
     if not PLUGIN_MISSING:
-        out = run_snakemake(tmp_path, "--profile", str(PROFILE_SLURM), "--lint")
+        out = run_on_cluster(tmp_path, "--profile", str(PROFILE_SLURM), "--lint")
         assert "Congratulations, your workflow is in a good condition!" in out
 
 
@@ -216,7 +216,7 @@ def test_pipeline_on_slurm_matches_local_run(slurm_cluster, gpu_workflow_run, tm
 
     t0 = time.monotonic()
     on_slurm = start_snakemake(remote, *slurm_args(slurm_cluster, {}), env=slurm_cluster.env)
-    run_snakemake(local, "--profile", str(PROFILE_LOCAL), "--cores", "1")
+    run_on_cluster(local, "--profile", str(PROFILE_LOCAL), "--cores", "1")
     log = finish(on_slurm)
     print(f"pipeline on SLURM (with a local run beside it): {time.monotonic() - t0:.1f} s")
 
@@ -298,7 +298,7 @@ def test_a_rule_asking_two_gpus_gets_two_through_the_profile(slurm_cluster, tmp_
         "    resources: gpu=2\n"
         "    shell: 'echo $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE > {output}'\n"
     )
-    log = run_snakemake(tmp_path, *slurm_args(slurm_cluster, SMALL), snakefile=snakefile, env=slurm_cluster.env)
+    log = run_on_cluster(tmp_path, *slurm_args(slurm_cluster, SMALL), snakefile=snakefile, env=slurm_cluster.env)
     (job_id,) = submitted_jobs(log).values()
     # what the job's process saw: both GPUs' indices, and SLURM's count of them
     assert (tmp_path / "gpus.txt").read_text().split() == ["0,1", "2"]

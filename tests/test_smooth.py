@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.posetable import B, PoseMeta, empty_arrays, read_pose, write_pose
-from steps.smooth import fill_gaps, gaussian_smooth, median_smooth, one_euro, smooth_pose
+from steps.prepare.posetable import B, PoseMeta, empty_arrays, read_pose, write_pose
+from steps.prepare.smooth import fill_gaps, gaussian_smooth, median_smooth, one_euro, smooth_pose
 
 
 def test_fill_gaps_interpolates_short_interior_gaps_only():

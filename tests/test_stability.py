@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from steps.generator import generate_sequence, load_generator
-from steps.train import train
-from steps.models import ModelConfig, build_discriminator, build_generator, init_weights
+from steps.render.inference import generate_sequence, load_generator
+from steps.gan.train import train
+from steps.gan.models import ModelConfig, build_discriminator, build_generator, init_weights
 from test_train import H, W, cfg, tiny_render, write_data
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from steps import synth
-from steps.posetable import B, PARTS, read_pose
+from steps.prepare.posetable import B, PARTS, read_pose
 
 FPS = 15
 
@@ -95,7 +95,7 @@ def test_figure_is_big_enough_and_inside_the_frame(clips):
 
 
 def test_cli_writes_video_and_truth_atomically(tmp_path):
-    from steps.video import probe
+    from steps.prepare.video import probe
 
     video, truth = tmp_path / "out" / "dancer.mp4", tmp_path / "out" / "dancer_truth.parquet"
     synth.main(["--preset", "target", "--seconds", "1", "--fps", "10", "--width", "160",
@@ -124,16 +124,63 @@ def test_bad_arguments_say_what_is_wrong(bad, msg):
         synth.make_clip(**kw)
 
 
+MAIN_JOINTS = ["Nose", "Neck", "RShoulder", "LShoulder", "RElbow", "LElbow", "RWrist", "LWrist",
+               "MidHip", "RHip", "LHip", "RKnee", "LKnee", "RAnkle", "LAnkle"]
+_PAIRS = [("RShoulder", "LShoulder"), ("RElbow", "LElbow"), ("RWrist", "LWrist"),
+          ("RHip", "LHip"), ("RKnee", "LKnee"), ("RAnkle", "LAnkle")]
+
+
+def score_detection(det, truth, threshold: float = 0.05,
+                    min_conf: float = 0.0) -> dict:
+    """How well a detector recovered the rendered skeleton.
+
+    Body height is the truth's nose-to-ankle-midpoint distance per frame (the `height` of the
+    subject statistics; about 85% of the stature, so the threshold is stricter than "5% of the
+    figure"). PCK counts a main joint correct when within threshold x height; an undetected
+    joint counts as wrong. A frame is swapped when, for any left/right pair, exchanging the two
+    detections fits the truth better than keeping them.
+    """
+    tb, db = truth.parts["body"], det.parts["body"]
+    h = np.linalg.norm(tb[:, B["Nose"], :2] - (tb[:, B["RAnkle"], :2] + tb[:, B["LAnkle"], :2]) / 2, axis=1)
+    seen = (db[..., 2] > min_conf) & np.isfinite(db[..., 0])
+    idx = [B[n] for n in MAIN_JOINTS]
+    err = np.linalg.norm(db[:, idx, :2] - tb[:, idx, :2], axis=-1) / h[:, None]
+    err = np.where(seen[:, idx], err, np.inf)
+    ok = err < threshold
+    swapped = np.zeros(len(h), bool)
+    for r, l in _PAIRS:
+        dr, dl, tr, tl = db[:, B[r], :2], db[:, B[l], :2], tb[:, B[r], :2], tb[:, B[l], :2]
+        keep = np.linalg.norm(dr - tr, axis=1) + np.linalg.norm(dl - tl, axis=1)
+        swap = np.linalg.norm(dr - tl, axis=1) + np.linalg.norm(dl - tr, axis=1)
+        swapped |= swap < keep
+    out = dict(
+        frames=int(len(h)),
+        detection_rate=float(seen.any(axis=1).mean()),
+        pck=float(ok.mean()),
+        pck_per_joint={n: float(ok[:, i].mean()) for i, n in enumerate(MAIN_JOINTS)},
+        median_error=float(np.median(err[np.isfinite(err)])) if np.isfinite(err).any() else float("nan"),
+        swap_rate=float(swapped.mean()),
+        body_height_px=(float(h.min()), float(h.max())),
+    )
+    for hand in ("left_hand", "right_hand"):
+        d, t = det.parts[hand], truth.parts[hand]
+        found = np.isfinite(d[..., 0]).all(axis=1) & (d[..., 2] > min_conf).all(axis=1)
+        e = np.linalg.norm(d[..., :2] - t[..., :2], axis=-1) / h[:, None]
+        out[f"{hand}_rate"] = float(found.mean())
+        out[f"{hand}_pck"] = float((e[found] < threshold).mean()) if found.any() else 0.0
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(synth.PRESETS))
 def test_mediapipe_reads_the_rendered_dancer(preset):
     """The real detector, as the pipeline runs it, on 3 s of dance at the demo's 256x256."""
-    from steps.pose import extract_arrays
+    from steps.prepare.pose import extract_arrays
 
     clip = synth.make_clip(preset, 3, FPS, 256, 256, seed=3)
     frames = np.stack(list(clip.frames()))
     det = extract_arrays(frames, FPS, subject=preset)
-    score = synth.score_detection(det, clip.truth(preset, preset))
+    score = score_detection(det, clip.truth(preset, preset))
     print(f"\n{preset}: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                      for k, v in score.items() if k != "pck_per_joint"}))
     assert score["detection_rate"] == 1.0

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from steps.labels import render_label_map
-from steps.posetable import B, PoseMeta, empty_arrays, write_pose
-from steps.generator import generate_sequence, load_generator
-from steps.train import TrainConfig, train
+from steps.prepare.labels import render_label_map
+from steps.prepare.posetable import B, PoseMeta, empty_arrays, write_pose
+from steps.render.inference import generate_sequence, load_generator
+from steps.gan.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 H = W = 64
@@ -96,7 +96,7 @@ def reconstruction_l1(gen_path, frames, pose, idx) -> float:
 
 
 def untrained_generator(c: TrainConfig, path: Path):
-    from steps.models import build_generator
+    from steps.gan.models import build_generator
     torch.manual_seed(c.seed)  # the loop seeds phase 0 with seed + 0
     g = build_generator(c.model_config("global"))
     torch.save({"model": c.model_config("global").to_dict(), "state_dict": g.state_dict(), "height": H, "width": W}, path)
@@ -177,7 +177,7 @@ def test_resume_matches_straight_run_across_phases(data, tmp_path):
 
 
 def _cli(frames, pose, out, ckpt, train_cfg: dict, *extra):
-    return [sys.executable, "-m", "steps.train", "--frames", str(frames), "--pose", str(pose),
+    return [sys.executable, "-m", "steps.gan.train", "--frames", str(frames), "--pose", str(pose),
             "--out-dir", str(out), "--ckpt-dir", str(ckpt), "--settings", json.dumps(train_cfg),
             "--labels", json.dumps(LABELS), *extra]
 
@@ -249,8 +249,8 @@ import logging, sys, torch, torch.distributed as dist
 logging.basicConfig(level=logging.INFO)
 sys.path[:0] = [{root!r}, {tests!r}]
 from test_train import cfg, tiny_render
-from steps.train import train
-from steps.posetable import read_pose
+from steps.gan.train import train
+from steps.prepare.posetable import read_pose
 torch.set_num_threads(1)
 r = train(cfg(global_steps=3), {frames!r}, read_pose({pose!r}), {out!r}, {ckpt!r}, render=tiny_render, progress=False)
 rank = dist.get_rank()
@@ -276,7 +276,7 @@ def test_ddp_two_gloo_processes_end_identical(data, tmp_path):
         for k in w0[part]:
             assert torch.equal(w0[part][k], w1[part][k]), (part, k)
     # and they trained: the weights moved away from the (shared, seeded) initialisation
-    from steps.models import build_generator
+    from steps.gan.models import build_generator
     torch.manual_seed(0)
     g0 = build_generator(cfg().model_config("global")).state_dict()
     assert any(not torch.equal(g0[k], w0["G"][k]) for k in g0)
@@ -321,7 +321,7 @@ def test_train_rule_writes_outputs_and_resumes_after_a_kill(data, tmp_path):
 
 
 def _train_processes(workdir: Path) -> list[int]:
-    """PIDs of the steps.train processes running in `workdir` (the rule's paths are relative)."""
+    """PIDs of the steps.gan.train processes running in `workdir` (the rule's paths are relative)."""
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -330,7 +330,7 @@ def _train_processes(workdir: Path) -> list[int]:
                 cwd = (p / "cwd").resolve()
             except OSError:
                 continue
-            if argv[1:3] == [b"-m", b"steps.train"] and cwd == workdir.resolve():
+            if argv[1:3] == [b"-m", b"steps.gan.train"] and cwd == workdir.resolve():
                 pids.append(int(p.name))
     return pids
 

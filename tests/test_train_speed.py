@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from steps.train import compile_mode
-from steps.train import DeviceData, FrameData, StepSampler, batches, data_fits_device, train
+from steps.gan.compile import compile_mode
+from steps.gan.pairs import DeviceData, FrameData, StepSampler, batches, data_fits_device
+from steps.gan.train import train
 from test_train import _sd_equal, cfg, read_csv, tiny_render, write_data
 
 H = W = 64

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.face import FaceTrainConfig, train_face
-from steps.frames import decode_frames
-from steps.posetable import PoseArrays, read_pose, write_pose
+from steps.gan.face import FaceTrainConfig, train_face
+from steps.prepare.frames import decode_frames
+from steps.prepare.posetable import PoseArrays, read_pose, write_pose
 from steps.synth import make_clip
-from steps.train import TrainConfig, train
-from steps.transfer import HELD_COLOUR, hold_missing, main, side_by_side, transfer
-from steps.video import FFMPEG, probe, write_video
+from steps.gan.train import TrainConfig, train
+from steps.render.transfer import HELD_COLOUR, hold_missing, main, side_by_side, transfer
+from steps.prepare.video import FFMPEG, probe, write_video
 
 SIZE = 128  # frames of both subjects
 GEN = 64    # the generator's training size (half)
@@ -88,7 +88,7 @@ def test_hold_missing_holds_the_last_detected_pose():
 
 
 def read_pose_like(n):
-    from steps.posetable import PoseMeta, empty_arrays
+    from steps.prepare.posetable import PoseMeta, empty_arrays
 
     pose = empty_arrays(n, PoseMeta("s", 64, 64, 10.0, "test"))
     pose.parts["body"][..., 0] = np.linspace(10, 50, 25)
@@ -152,8 +152,8 @@ def decoded(path) -> list[np.ndarray]:
 def test_transfer_writes_the_frames_of_the_plain_loop(models, source, tmp_path):
     """Threads and the device pipeline change no pixel: the stills (PNG, every frame here) and
     the video are those of rendering, generating and refining one frame after another."""
-    from steps.faceboxes import face_boxes
-    from steps.generator import apply_face, generate_sequence, label_renderer, load_face, load_generator
+    from steps.prepare.faceboxes import face_boxes
+    from steps.render.inference import apply_face, generate_sequence, label_renderer, load_face, load_generator
 
     gen, face = models
     d, n = source
@@ -179,9 +179,9 @@ def test_transfer_writes_the_frames_of_the_plain_loop(models, source, tmp_path):
 
 
 def fail_in_renderer(monkeypatch, threads: list):
-    import steps.generator
+    import steps.render.inference
 
-    real = steps.generator.label_renderer
+    real = steps.render.inference.label_renderer
 
     def renderer(*a, **k):
         render = real(*a, **k)
@@ -192,7 +192,7 @@ def fail_in_renderer(monkeypatch, threads: list):
                 raise RuntimeError("boom")
             return render(pose, i)
         return failing
-    monkeypatch.setattr(steps.generator, "label_renderer", renderer)
+    monkeypatch.setattr(steps.render.inference, "label_renderer", renderer)
 
 
 def fail_at_call_5(monkeypatch, threads: list, module, name):
@@ -207,15 +207,15 @@ def fail_at_call_5(monkeypatch, threads: list, module, name):
 
 
 def fail_in_face(monkeypatch, threads):
-    import steps.generator
+    import steps.render.inference
 
-    fail_at_call_5(monkeypatch, threads, steps.generator, "refine_face")
+    fail_at_call_5(monkeypatch, threads, steps.render.inference, "refine_face")
 
 
 def fail_in_side_by_side(monkeypatch, threads):
-    import steps.transfer
+    import steps.render.transfer
 
-    fail_at_call_5(monkeypatch, threads, steps.transfer, "side_by_side")
+    fail_at_call_5(monkeypatch, threads, steps.render.transfer, "side_by_side")
 
 
 @pytest.mark.parametrize("fault, in_main_thread", [(fail_in_renderer, False), (fail_in_face, True),

@@ -1,4 +1,4 @@
-"""Starting from other weights (train.init_from) and the multi-subject base (steps.base, train_base)."""
+"""Starting from other weights (train.init_from) and the multi-subject base (steps.gan.base, train_base)."""
 from __future__ import annotations
 
 import signal
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from steps.base import base_config, train_base
-from steps.checkpoints import load_start
-from steps.generator import read_meta
-from steps.train import FrameData, Phase, StepSampler, Subjects, build_phase, train
+from steps.gan.base import base_config, train_base
+from steps.gan.checkpoints import load_start
+from steps.render.inference import read_meta
+from steps.gan.pairs import FrameData, StepSampler, Subjects
+from steps.gan.train import Phase, build_phase, train
 from test_loop import SignalAt
 from test_train import H, LABELS, TINY, W, _sd_equal, cfg, read_csv, tiny_render, write_data
 from conftest import ROOT
@@ -100,11 +101,10 @@ def test_a_fine_tune_resumes_exactly_after_a_kill(data, donor, tmp_path):
 def test_the_bases_batches_come_from_every_subject_and_stay_within_one(data, other):
     (fa, _, pa), (fb, _, pb) = data, other
     datas = [FrameData(fa, pa, H, W, tiny_render), FrameData(fb, pb, H, W, tiny_render)]
-    n_train = [19, 16]  # 24 and 20 frames, 20% held out
-    pairs = Subjects(datas, n_train)
+    pairs = Subjects(datas, [18, 15])  # 24 and 20 frames, 20% held out: 19 and 16 to train on
     assert len(pairs) == 18 + 15
     assert pairs.locate(0) == (0, 0) and pairs.locate(17) == (0, 17) and pairs.locate(18) == (1, 0)
-    seen = [pairs.locate(j)[0] for k in range(40) for j in StepSampler(len(pairs), 2, 0, k, k + 1).indices(k)]
+    seen = [pairs.locate(j)[0] for k in range(40) for j in StepSampler(pairs.sizes, 2, 0, k, k + 1).indices(k)]
     assert set(seen) == {0, 1} and 0.3 < np.mean(seen) < 0.7
     # pair 18 is subject 1's frames 0 and 1 (the inverted colours), never subject 0's last frame
     y_t, y_t1, x_t, x_t1 = pairs[18]
@@ -193,3 +193,50 @@ def test_the_warm_start_benchmark_runs_quick(tmp_path):
     assert "person found" in (tmp_path / "warm_start.md").read_text()
     still = cv2.imread(str(tmp_path / "transfer_stills.png"))
     assert still.shape[:2] == (4 * 64, 2 * 3 * 64)  # 4 stills (source | label | result), both runs side by side
+
+
+# --- a base of many people: even draws, repeated frames, skipped subjects, bounded validation -----
+
+def test_every_subject_is_drawn_evenly_however_long_its_clip():
+    sampler = StepSampler([1000, 10, 50], 4, 0, 0, 500)
+    drawn = np.array([j for k in range(500) for j in sampler.indices(k)])
+    share = np.array([(drawn < 1000).mean(), ((drawn >= 1000) & (drawn < 1010)).mean(), (drawn >= 1010).mean()])
+    np.testing.assert_allclose(share, 1 / 3, atol=0.04)
+    assert drawn.min() >= 0 and drawn.max() < 1060
+    assert len(set(drawn[(drawn >= 1000) & (drawn < 1010)].tolist())) == 10  # the short clip's every pair is used
+    # one subject: the draws of a target are what they always were (resumes and old runs agree)
+    one = StepSampler(1000, 4, 0, 0, 5)
+    assert one.indices(3) == np.random.default_rng([0, 3]).integers(0, 1000, 4).tolist()
+
+
+def test_repeated_frames_of_a_low_rate_video_make_no_pair():
+    from steps.gan.pairs import temporal_pairs
+
+    rng = np.random.default_rng(0)
+    distinct = rng.integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    frames = np.repeat(distinct, [2, 2, 1, 3, 2], axis=0)  # 10 frames: a 8-fps video decoded at 15 fps
+    pairs = temporal_pairs(frames, 10)
+    np.testing.assert_array_equal(pairs, [[0, 2], [2, 4], [4, 5], [5, 8]])
+    assert not any(np.array_equal(frames[a], frames[b]) for a, b in pairs)
+    np.testing.assert_array_equal(temporal_pairs(distinct, 5), [[0, 1], [1, 2], [2, 3], [3, 4]])
+
+
+def test_a_base_trains_on_the_distinct_pairs_skips_a_short_clip_and_validates_a_few(data, other, tmp_path, caplog):
+    (fa, _, pa), (fb, _, _) = data, other
+    slow = tmp_path / "slow.npy"  # subject b filmed at half the rate: every frame twice
+    np.save(slow, np.repeat(np.load(fb), 2, axis=0)[:20])
+    short = tmp_path / "short.npy"
+    np.save(short, np.load(fa)[:2])
+    from steps.gan.target import open_target
+    from test_train import make_pose
+
+    c = base_config({**TINY, "min_train_frames": 4}, {"global_steps": 2, "val_max_frames": 3})
+    with caplog.at_level("WARNING", logger="train"):
+        t = open_target(c, {**LABELS, "background": False, "iuv": "none"},
+                        [(fa, pa, None), (slow, make_pose(20), None), (short, make_pose(2), None)], tiny_render,
+                        val_subjects=1)
+    assert len(t.subjects) == 2 and "short.npy" in caplog.text and "skipped from the base" in caplog.text
+    slow_pairs = t.subjects[1].pairs
+    assert len(slow_pairs) == t.subjects[1].n_train // 2 - 1 + t.subjects[1].n_train % 2
+    assert (np.diff(slow_pairs, axis=1) == 2).all()
+    assert t.validated == [0] and len(t.subjects[0].tail) == 3

@@ -49,6 +49,8 @@ rule train_base:
         runtime=resources("base")["runtime"],
         cpus_per_task=resources("base")["cpus_per_task"],
     shell:
-        "python -m steps.base --threads {threads} --frames {input.frames} --pose {input.poses}"
-        " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --settings {params.settings:q}"
-        " --base-settings {params.base:q} --labels {params.labels:q} > {log} 2>&1"
+        logged(
+            "python -m steps.gan.base --threads {threads} --frames {input.frames} --pose {input.poses}"
+            " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --settings {params.settings:q}"
+            " --base-settings {params.base:q} --labels {params.labels:q}"
+        )

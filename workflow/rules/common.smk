@@ -1,14 +1,16 @@
-# Shared helpers: config validation, the Python that runs the steps, data-dependent chunk lists,
-# and the list of final targets.
+# Shared by the stages' files: the config's validation, the environment jobs run in, the input
+# functions several stages use, the list of final targets, and the shape of a rule's command (logged).
 import os
 import sys
 
 import pyarrow.parquet as pq
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from steps.pose import chunk_ranges
+from steps.prepare.pose import chunk_ranges
+from steps.prepare.video import fingerprint
 from steps.settings import config_errors, with_preset
 
 
@@ -54,7 +56,7 @@ def iuv_input(role):
 
 
 def iuv_flag(wildcards, input):
-    """--iuv for steps.train/face/evaluate when the rule has an IUV input."""
+    """--iuv for steps.gan.train/face/evaluate when the rule has an IUV input."""
     return f"--iuv {input.iuv}" if "iuv" in input.keys() else ""
 
 
@@ -93,6 +95,12 @@ def subject_cfg(wildcards):
 
 def subject_video(wildcards):
     return subject_cfg(wildcards)["video"]
+
+
+def video_identity(path):
+    """The video's content fingerprint (steps.prepare.video.fingerprint); a missing video is left
+    to Snakemake's own missing-input error."""
+    return fingerprint(path) if os.path.exists(path) else "missing"
 
 
 def pose_chunk_files(wildcards):
@@ -139,3 +147,10 @@ def settings(name, **change):
 def resources(name):
     """The `resources` sub-section of a stage's config section (threads, mem_mb, runtime; gpus, ...)."""
     return config[name]["resources"]
+
+
+def logged(command):
+    """A rule's shell command with its output in the rule's log, and the log's warnings (one
+    format for every step: steps.logs) repeated on the terminal, since a job that warns succeeds.
+    Snakemake's bash strict mode ends a failed command before the grep."""
+    return command + " > {log} 2>&1; grep -h ' WARNING ' {log} >&2 || true"

@@ -43,6 +43,8 @@ rule train_face:
         runtime=resources("face")["runtime"],
         cpus_per_task=resources("face")["cpus_per_task"],
     shell:
-        "python -m steps.face --threads {threads} --frames {input.frames} --pose {input.pose}"
-        " --generator {input.generator} --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir}"
-        " --settings {params.settings:q} {params.iuv} > {log} 2>&1"
+        logged(
+            "python -m steps.gan.face --threads {threads} --frames {input.frames} --pose {input.pose}"
+            " --generator {input.generator} --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir}"
+            " --settings {params.settings:q} {params.iuv}"
+        )

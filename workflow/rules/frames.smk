@@ -1,5 +1,6 @@
 # decode_frames is a checkpoint: the number of pose chunks depends on the decoded frame count.
-# Its warnings (a trim past the video's end) are repeated on the terminal.
+# The video's fingerprint (its size and first and last megabyte) is a param, so a different video
+# at the same path is decoded again, with everything after it, whatever its timestamp.
 checkpoint decode_frames:
     input:
         video=subject_video,
@@ -11,6 +12,7 @@ checkpoint decode_frames:
         trim=lambda w: f"--start {subject_cfg(w).get('start', 0)}"
         + (f" --end {subject_cfg(w)['end']}" if subject_cfg(w).get("end") is not None else ""),
         settings=settings("frames"),
+        video_fingerprint=lambda w: video_identity(subject_video(w)),
     log:
         "logs/decode_frames/{subject}.log",
     benchmark:
@@ -22,5 +24,7 @@ checkpoint decode_frames:
         mem_mb=resources("frames")["mem_mb"],
         runtime=resources("frames")["runtime"],
     shell:
-        "python -m steps.frames --video {input.video:q} --out {params.out_dir} --subject {wildcards.subject}"
-        " {params.trim} --settings {params.settings:q} > {log} 2>&1; grep '^WARNING' {log} >&2 || true"
+        logged(
+            "python -m steps.prepare.frames --video {input.video:q} --out {params.out_dir} --subject {wildcards.subject}"
+            " {params.trim} --settings {params.settings:q}"
+        )

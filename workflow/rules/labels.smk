@@ -26,8 +26,10 @@ rule render_labels:
         mem_mb=resources("labels")["mem_mb"],
         runtime=resources("labels")["runtime"],
     shell:
-        "python -m steps.labels --pose {input.pose} --out {output.video} --settings {params.settings:q}"
-        " {params.iuv} > {log} 2>&1"
+        logged(
+            "python -m steps.prepare.labels --pose {input.pose} --out {output.video} --settings {params.settings:q}"
+            " {params.iuv}"
+        )
 
 
 use rule render_labels as render_labels_normalized with:

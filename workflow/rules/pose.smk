@@ -1,5 +1,5 @@
 # Pose detection in chunks of pose.chunk_frames frames, one job each (they run in parallel), then
-# merged into the subject's pose table, then smoothed in time. Each step reads the pose section.
+# merged into the subject's pose table (and DensePose's IUV store). Each step reads the pose section.
 rule extract_pose:
     input:
         frames="results/frames/{subject}/frames.npy",
@@ -21,9 +21,11 @@ rule extract_pose:
         mem_mb=resources("pose")["mem_mb"],
         runtime=resources("pose")["runtime"],
     shell:
-        "python -m steps.pose extract --store {params.store} --start {params.bounds[start]}"
-        " --end {params.bounds[end]} --out {output.chunk} --subject {wildcards.subject}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        logged(
+            "python -m steps.prepare.pose extract --store {params.store} --start {params.bounds[start]}"
+            " --end {params.bounds[end]} --out {output.chunk} --subject {wildcards.subject}"
+            " --settings {params.settings:q}"
+        )
 
 
 rule merge_pose:
@@ -44,8 +46,10 @@ rule merge_pose:
         mem_mb=resources("pose")["mem_mb"],
         runtime=resources("pose")["runtime"],
     shell:
-        "python -m steps.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
-        " --subject {wildcards.subject} --settings {params.settings:q} > {log} 2>&1"
+        logged(
+            "python -m steps.prepare.pose merge {input.chunks} --manifest {input.manifest} --out {output.pose}"
+            " --subject {wildcards.subject} --settings {params.settings:q}"
+        )
 
 
 # DensePose's IUV images travel in the pose chunks (backend densepose); this joins them.
@@ -68,25 +72,7 @@ rule merge_densepose:
         mem_mb=resources("pose")["mem_mb"],
         runtime=resources("pose")["runtime"],
     shell:
-        "python -m steps.backends.densepose merge {input.chunks} --out-dir {params.out_dir}"
-        " --subject {wildcards.subject} --pose {input.pose} > {log} 2>&1"
-
-
-rule smooth_pose:
-    input:
-        pose="results/pose/{subject}.parquet",
-    output:
-        pose="results/pose_smooth/{subject}.parquet",
-    params:
-        settings=settings("smooth"),
-    log:
-        "logs/smooth_pose/{subject}.log",
-    benchmark:
-        "logs/benchmarks/smooth_pose/{subject}.tsv"
-    conda:
-        "../../envs/cpu.yaml"
-    resources:
-        mem_mb=resources("smooth")["mem_mb"],
-        runtime=resources("smooth")["runtime"],
-    shell:
-        "python -m steps.smooth --pose {input.pose} --out {output.pose} --settings {params.settings:q} > {log} 2>&1"
+        logged(
+            "python -m steps.prepare.backends.densepose merge {input.chunks} --out-dir {params.out_dir}"
+            " --subject {wildcards.subject} --pose {input.pose}"
+        )

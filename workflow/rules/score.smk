@@ -32,11 +32,12 @@ rule score_transfer:
         mem_mb=resources("pose")["mem_mb"],
         runtime=resources("pose")["runtime"],
     shell:
-        "python -m steps.evaluate score --video {input.video} --pose {input.pose}"
-        " --target-frames {input.target_frames} --target-pose {input.target_pose}"
-        " --settings {params.settings:q} --title 'Transfer {wildcards.source} → {wildcards.target}'"
-        " --csv {output.csv} --markdown {output.markdown} > {log} 2>&1"
-        " && {{ grep -h ' evaluate WARNING ' {log} >&2 || true; }}"
+        logged(
+            "python -m steps.evaluate.score --video {input.video} --pose {input.pose}"
+            " --target-frames {input.target_frames} --target-pose {input.target_pose}"
+            " --settings {params.settings:q} --title 'Transfer {wildcards.source} → {wildcards.target}'"
+            " --csv {output.csv} --markdown {output.markdown}"
+        )
 
 
 # results/eval/{target}.csv (evaluate) also matches a transfer's table with target "{source}__{target}_transfer"

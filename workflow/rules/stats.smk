@@ -1,3 +1,7 @@
+# Per-subject statistics (steps.prepare.stats): the ankle positions and heights the normalization
+# maps between, and how often the face and hands are found (a target warned when seldom).
+
+
 rule subject_stats:
     input:
         pose="results/pose_smooth/{subject}.parquet",
@@ -28,31 +32,7 @@ rule subject_stats:
         mem_mb=resources("stats")["mem_mb"],
         runtime=resources("stats")["runtime"],
     shell:
-        "python -m steps.stats --pose {input.pose} --json {output.json} --table {output.table}"
-        " --plot {output.plot} --coverage-plot {output.coverage} --settings {params.settings:q} {params.target}"
-        " > {log} 2>&1; grep '^WARNING' {log} >&2 || true"
-
-
-rule normalize_pose:
-    input:
-        pose="results/pose_smooth/{source}.parquet",
-        source_stats="results/stats/{source}.json",
-        target_stats="results/stats/{target}.json",
-    output:
-        pose="results/normalized/{source}__{target}.parquet",
-    params:
-        settings=settings("normalize"),
-        stats=settings("stats"),
-    log:
-        "logs/normalize_pose/{source}__{target}.log",
-    benchmark:
-        "logs/benchmarks/normalize_pose/{source}__{target}.tsv"
-    conda:
-        "../../envs/cpu.yaml"
-    resources:
-        mem_mb=resources("normalize")["mem_mb"],
-        runtime=resources("normalize")["runtime"],
-    shell:
-        "python -m steps.normalize --pose {input.pose} --source-stats {input.source_stats}"
-        " --target-stats {input.target_stats} --out {output.pose}"
-        " --settings {params.settings:q} --stats-settings {params.stats:q} > {log} 2>&1"
+        logged(
+            "python -m steps.prepare.stats --pose {input.pose} --json {output.json} --table {output.table}"
+            " --plot {output.plot} --coverage-plot {output.coverage} --settings {params.settings:q} {params.target}"
+        )

@@ -29,7 +29,9 @@ rule render_synth:
         mem_mb=resources("frames")["mem_mb"],
         runtime=resources("frames")["runtime"],
     shell:
-        "python -m steps.synth --preset {params.preset} --seconds {params.seconds}"
-        " --fps {params.fps} --width {params.width} --height {params.height}"
-        " --seed {params.seed} --subject {wildcards.name}"
-        " --video {output.video:q} --truth {output.truth:q} > {log} 2>&1"
+        logged(
+            "python -m steps.synth --preset {params.preset} --seconds {params.seconds}"
+            " --fps {params.fps} --width {params.width} --height {params.height}"
+            " --seed {params.seed} --subject {wildcards.name}"
+            " --video {output.video:q} --truth {output.truth:q}"
+        )

@@ -42,9 +42,9 @@ rule train_generator:
         labels=settings("labels"),
         # torchrun (DDP, one process per GPU) when the job gets more than one GPU
         launcher=(
-            f"torchrun --standalone --nproc_per_node={resources('train')['gpus']} -m steps.train"
+            f"torchrun --standalone --nproc_per_node={resources('train')['gpus']} -m steps.gan.train"
             if resources("train")["gpus"] > 1
-            else "python -m steps.train"
+            else "python -m steps.gan.train"
         ),
         iuv=iuv_flag,
         base=lambda wildcards, input: f"--base {input.base}" if "base" in input.keys() else "",
@@ -62,9 +62,11 @@ rule train_generator:
         runtime=resources("train")["runtime"],
         cpus_per_task=resources("train")["cpus_per_task"],
     shell:
-        "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose}"
-        " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --settings {params.settings:q}"
-        " --labels {params.labels:q} {params.iuv} {params.base} > {log} 2>&1"
+        logged(
+            "{params.launcher} --threads {params.threads_per_process} --frames {input.frames} --pose {input.pose}"
+            " --out-dir {params.out_dir} --ckpt-dir {params.ckpt_dir} --settings {params.settings:q}"
+            " --labels {params.labels:q} {params.iuv} {params.base}"
+        )
 
 
 # The ablation of the evaluation table (evaluate.ablation): the same generator without temporal
@@ -80,7 +82,7 @@ use rule train_generator as train_generator_no_temporal with:
         ckpt_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.generator), "checkpoints"),
         settings=settings("train", model={**config["train"]["model"], "temporal": False}, init_from=None),
         labels=settings("labels"),
-        launcher="python -m steps.train",
+        launcher="python -m steps.gan.train",
         iuv=iuv_flag,
         base="",
         threads_per_process=lambda wildcards, threads: threads,

@@ -59,7 +59,9 @@ rule transfer:
         mem_mb=resources("transfer")["mem_mb"],
         runtime=resources("transfer")["runtime"],
     shell:
-        "python -m steps.transfer --threads {threads} --pose {input.pose} --generator {input.generator} {params.face} {params.iuv}"
-        " --source-frames {input.source_frames} --source-manifest {input.source_manifest}"
-        " --out {output.video} --side-by-side {output.side_by_side} --stills {output.stills}"
-        " --frames-csv {output.frames_csv} --settings {params.settings:q} > {log} 2>&1"
+        logged(
+            "python -m steps.render.transfer --threads {threads} --pose {input.pose} --generator {input.generator} {params.face} {params.iuv}"
+            " --source-frames {input.source_frames} --source-manifest {input.source_manifest}"
+            " --out {output.video} --side-by-side {output.side_by_side} --stills {output.stills}"
+            " --frames-csv {output.frames_csv} --settings {params.settings:q}"
+        )

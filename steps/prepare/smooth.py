@@ -1,0 +1,172 @@
+"""smooth_pose: temporal smoothing of keypoints and filling of short gaps.
+
+Points below `min_confidence` count as missing. Interior gaps of at most `max_gap` frames are
+filled by linear interpolation and marked `filled=True` (nothing invented is hidden); their
+confidence is the smaller of the two confidences around the gap. Then each coordinate series is
+smoothed over time, only where it is observed or filled:
+- median: a centred running median of `window` frames (robust to single-frame jumps),
+- gaussian: a normalised Gaussian kernel (sigma in frames) that ignores missing neighbours,
+- one_euro: the One-Euro filter (Casiez et al. 2012), causal and speed-adaptive, reset at gaps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from steps import logs
+from steps.prepare.posetable import PoseArrays, read_pose, write_pose
+from steps.settings import section
+
+
+def fill_gaps(series: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of interior NaN runs of length <= max_gap along axis 0.
+
+    series: (T, K) float; returns (filled series, bool mask of filled entries).
+    """
+    out = series.copy()
+    mask = np.zeros(series.shape, bool)
+    if max_gap <= 0:
+        return out, mask
+    t = np.arange(len(series))
+    for k in range(series.shape[1]):
+        col = series[:, k]
+        seen = np.isfinite(col)
+        if seen.sum() < 2:
+            continue
+        idx = np.flatnonzero(seen)
+        # gaps between consecutive observed frames
+        lengths = np.diff(idx) - 1
+        for i in np.flatnonzero((lengths > 0) & (lengths <= max_gap)):
+            a, b = idx[i], idx[i + 1]
+            span = t[a + 1:b]
+            out[a + 1:b, k] = col[a] + (col[b] - col[a]) * (span - a) / (b - a)
+            mask[a + 1:b, k] = True
+    return out, mask
+
+
+def median_smooth(series: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median over `window` frames that ignores NaN; NaN stays NaN."""
+    if window <= 1 or len(series) == 0:
+        return series.copy()
+    r = window // 2
+    padded = np.pad(series, ((r, r), (0, 0)), constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # (T, K, window)
+    with np.errstate(all="ignore"), _quiet():
+        med = np.nanmedian(windows, axis=-1)
+    return np.where(np.isfinite(series), med, np.nan)
+
+
+def gaussian_smooth(series: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised Gaussian smoothing in time that ignores NaN; NaN stays NaN."""
+    if sigma <= 0 or len(series) == 0:
+        return series.copy()
+    r = max(1, int(round(3 * sigma)))
+    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    seen = np.isfinite(series)
+    vals = np.where(seen, series, 0.0)
+    padded_v = np.pad(vals, ((r, r), (0, 0)))
+    padded_w = np.pad(seen.astype(float), ((r, r), (0, 0)))
+    num = np.lib.stride_tricks.sliding_window_view(padded_v, 2 * r + 1, axis=0) @ kernel
+    den = np.lib.stride_tricks.sliding_window_view(padded_w, 2 * r + 1, axis=0) @ kernel
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen, num / den, np.nan)
+
+
+def one_euro(series: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> np.ndarray:
+    """One-Euro filter along axis 0 of (T, K), restarting after every missing frame."""
+    def alpha(cutoff):
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau * fps)
+
+    out = np.full_like(series, np.nan)
+    prev = np.full(series.shape[1], np.nan)
+    dprev = np.zeros(series.shape[1])
+    a_d = alpha(d_cutoff)
+    for t in range(len(series)):
+        x = series[t]
+        fresh = ~np.isfinite(prev)
+        dx = np.where(fresh, 0.0, (x - prev) * fps)
+        dhat = a_d * dx + (1 - a_d) * dprev
+        a = alpha(min_cutoff + beta * np.abs(dhat))
+        xhat = np.where(fresh, x, a * x + (1 - a) * prev)
+        out[t] = xhat
+        prev = np.where(np.isfinite(x), xhat, np.nan)
+        dprev = np.where(np.isfinite(x), dhat, 0.0)
+    return out
+
+
+class _quiet:
+    """Silence numpy's 'All-NaN slice' RuntimeWarning inside a block."""
+
+    def __enter__(self):
+        import warnings
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
+
+
+def smooth_pose(pose: PoseArrays, method: str = "median", window: int = 5, sigma: float = 1.0,
+                max_gap: int = 5, min_confidence: float = 0.3, one_euro_min_cutoff: float = 1.0,
+                one_euro_beta: float = 0.05) -> PoseArrays:
+    out = pose.copy()
+    out.filled = {}
+    for part, arr in pose.parts.items():
+        n, j, _ = arr.shape
+        conf = arr[..., 2]
+        seen = conf >= min_confidence
+        xy = np.where(seen[..., None], arr[..., :2], np.nan).reshape(n, j * 2)
+        xy, filled = fill_gaps(xy, max_gap)
+        filled = filled.reshape(n, j, 2).any(axis=-1)
+        c = np.where(seen, conf, np.nan)
+        # a filled point is only as sure as the weaker of its two neighbours
+        c_low = np.fmin(_ffill(c), _ffill(c[::-1])[::-1])
+        c = np.where(seen, conf, np.where(filled, c_low, 0.0))
+        if method == "median":
+            xy = median_smooth(xy, window)
+        elif method == "gaussian":
+            xy = gaussian_smooth(xy, sigma)
+        elif method == "one_euro":
+            xy = one_euro(xy, pose.meta.fps, one_euro_min_cutoff, one_euro_beta)
+        elif method != "none":
+            raise ValueError(f"unknown smoothing method {method!r}")
+        xy = xy.reshape(n, j, 2)
+        missing = ~np.isfinite(xy).all(axis=-1)
+        out.parts[part] = np.concatenate([xy, np.where(missing, 0.0, c)[..., None]], axis=-1).astype(np.float32)
+        out.filled[part] = filled & ~missing
+    out.meta.extra["smoothing"] = {"method": method, "window": window, "sigma": sigma,
+                                   "max_gap": max_gap, "min_confidence": min_confidence}
+    return out
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN along axis 0."""
+    idx = np.where(np.isfinite(a), np.arange(len(a))[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    out = np.take_along_axis(a, idx, axis=0)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Smooth a pose table in time and fill short gaps.")
+    ap.add_argument("--pose", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--settings", default="{}", help="the config's smooth section as JSON (schema defaults fill the rest)")
+    a = ap.parse_args(argv)
+    logs.setup()
+    c = section("smooth", json.loads(a.settings))
+    pose = read_pose(a.pose)
+    out = smooth_pose(pose, c["method"], c["window"], c["sigma"], c["max_gap"], c["min_confidence"],
+                      c["one_euro_min_cutoff"], c["one_euro_beta"])
+    write_pose(out, a.out)
+    n_filled = sum(int(f.sum()) for f in out.filled.values())
+    print(f"{a.out}: {out.n_frames} frames smoothed ({c['method']}), {n_filled} points filled", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
