@@ -113,7 +113,10 @@ def test_every_key_of_a_cpu_section_is_read_by_its_step(module, name):
     text = "".join((ROOT / p).read_text() for p in [f"steps/prepare/{module}.py", *readers.get(name, [])])
     for key in section(name):
         if key != "resources":
-            assert f'"{key}"' in text or f"'{key}'" in text, f"{name}.{key} is read nowhere in steps/prepare/{module}.py"
+            # read: section["key"], .get("key"), key=..., or named in a `for k in ("key", ...)` that reads [k]
+            read = re.search(rf"""\[["']{key}["']\]|\.get\(["']{key}["']|\b{key}=|for \w+ in \([^)]*["']{key}["']""",
+                             text)
+            assert read, f"{name}.{key} is read nowhere in steps/prepare/{module}.py"
 
 
 def test_every_rule_has_a_benchmark_and_a_log():

@@ -151,22 +151,6 @@ def test_face_gan_learns_a_residual(dancer, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_equals_a_straight_run(dancer, tmp_path):
-    d, _, pose = dancer
-    cfg = FaceTrainConfig.from_dict({**TINY, "steps": 6})
-    args = (d / "frames.npy", pose, d / "g/generator.pt")
-    straight = train_face(cfg, *args, tmp_path / "a", tmp_path / "a/ck", progress=False)["face_generator"]
-    part = train_face(cfg, *args, tmp_path / "b", tmp_path / "b/ck", max_steps=3, progress=False)
-    assert not part["done"] and part["step"] == 3 and not (tmp_path / "b/face.pt").exists()
-    resumed = train_face(cfg, *args, tmp_path / "b", tmp_path / "b/ck", progress=False)
-    assert resumed["done"] and resumed["step"] == 6
-    for (k, a), b in zip(straight.state_dict().items(), resumed["face_generator"].state_dict().values()):
-        assert torch.equal(a, b), k
-    rows = (tmp_path / "b/face_loss.csv").read_text().splitlines()
-    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 7))
-
-
-@pytest.mark.slow
 def test_a_new_generator_restarts_the_face_gan(dancer, tmp_path, caplog):
     d, _, pose = dancer
     cfg = FaceTrainConfig.from_dict({**TINY, "steps": 4})
@@ -182,7 +166,7 @@ def test_a_new_generator_restarts_the_face_gan(dancer, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_that_resumes(dancer, tmp_path):
+def test_sigterm_saves_a_face_checkpoint_that_resumes(dancer, tmp_path):
     import json
 
     d, _, _ = dancer

@@ -133,20 +133,6 @@ def test_a_base_validates_every_subject_and_a_target_starts_from_it(data, other,
               base_path=tmp_path / "_base" / "generator.pt")
 
 
-def test_a_base_resumes_exactly(data, other, tmp_path):
-    (fa, _, pa), (fb, _, pb) = data, other
-    c = base_config(TINY, {"global_steps": 5})
-    args = ([fa, fb], [pa, pb])
-    a = train_base(c, *args, tmp_path / "a", tmp_path / "a/ck", LABELS, render=tiny_render, progress=False)
-    part = train_base(c, *args, tmp_path / "b", tmp_path / "b/ck", LABELS, render=tiny_render, progress=False,
-                      max_steps=2)
-    assert part["ended"] == "max_steps"
-    b = train_base(c, *args, tmp_path / "b", tmp_path / "b/ck", LABELS, render=tiny_render, progress=False)
-    assert b["step"] == 5
-    _sd_equal(a["generator"].state_dict(), b["generator"].state_dict())
-    _sd_equal(a["discriminator"].state_dict(), b["discriminator"].state_dict())
-
-
 def test_init_from_base_makes_train_generator_wait_for_train_base(data, tmp_path):
     """The rules on their own (common.smk, base.smk, train.smk), frames and poses in place."""
     import yaml
