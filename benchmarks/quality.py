@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import subprocess
 import sys
@@ -177,7 +176,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.frames and not a.pose:
         ap.error("--frames needs --pose")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from steps import logs
+
+    logs.setup()
 
     import torch
 

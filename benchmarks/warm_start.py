@@ -35,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from steps import logs  # noqa: E402
 from steps.gan.base import base_config, train_base  # noqa: E402
 from steps.prepare.faceboxes import face_boxes  # noqa: E402
 from steps.render.inference import generate_sequence, label_renderer  # noqa: E402
@@ -204,6 +205,20 @@ def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> 
     return "\n".join(lines) + "\n"
 
 
+def summary(info: dict, reach: dict) -> dict:
+    """The figures the issue's goals are stated in: people in the base; speedup (scratch's steps over
+    the fine-tune steps that reach both of scratch's final held-out SSIM and ST-LPIPS; 0 when the
+    fine-tune never does); and, with a transfer, keypoints_ratio (the fine-tune's body keypoint
+    distance over scratch's) and person_found (the fine-tune's share of frames with a person)."""
+    both = reach["warm"]["both"]
+    out = {"people": len(info["base"]), "speedup": info["scratch_steps"] / both if both else 0.0}
+    t = info.get("transfer")
+    if t:
+        out["keypoints_ratio"] = t["warm"]["body_px"] / t["scratch"]["body_px"]
+        out["person_found"] = t["warm"]["found"] / t["warm"]["frames"]
+    return out
+
+
 def plot(scratch, warm, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -240,13 +255,17 @@ def main(argv=None):
     ap.add_argument("--labels", default="{}", help="the labels section as JSON (e.g. '{\"background\": false}')")
     ap.add_argument("--source", help="also transfer this subject's dance (its normalized poses onto the target, "
                     "results/normalized/<source>__<target>.parquet) with both generators and score it")
+    ap.add_argument("--base-model", type=Path, help="a trained base (train_base's generator.pt, e.g. of "
+                    "../shared/data/people/) to start from instead of training one here on --base")
+    ap.add_argument("--labels-reference", action="store_true", help="labels.reference: the generators see a "
+                    "reference frame of the person (the base must have been trained so)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["warm", "scratch"], help="train only the base and the run from it, or only "
                     "the scratch run (two processes side by side on two cores), and write no table; a run without "
                     "--only then finds both trained (they resume as finished) and writes the table")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logs.setup()
     torch.set_num_threads(a.threads)
     if a.target in a.base:
         raise SystemExit(f"the target {a.target} is also in the base: leave it out")
@@ -259,24 +278,27 @@ def main(argv=None):
     settings.update(val_every=a.val_every, checkpoint_every=a.val_every, keep_checkpoints=10_000)
     from steps.settings import section
 
-    labels = section("labels", json.loads(a.labels))
+    labels = section("labels", {**json.loads(a.labels), **({"reference": True} if a.labels_reference else {})})
+    base_model = a.base_model or a.out / "_base" / "generator.pt"
     frames_path, pose_path = data[a.target]
     if a.only != "scratch":
-        bcfg = base_config(settings, {"global_steps": a.base_steps})
-        train_base(bcfg, [data[s][0] for s in a.base], [data[s][1] for s in a.base], a.out / "_base",
-                   a.out / "_base" / "checkpoints", labels, progress=False)
+        if not a.base_model:
+            bcfg = base_config(settings, {"global_steps": a.base_steps})
+            train_base(bcfg, [data[s][0] for s in a.base], [data[s][1] for s in a.base], a.out / "_base",
+                       a.out / "_base" / "checkpoints", labels, progress=False)
         lr = TrainConfig.from_dict(settings)
         finetune = {"steps": a.warm_steps, "warmup": a.warmup, "lr_G": a.lr_scale * lr.lr_G,
                     "lr_D": a.lr_scale * lr.lr_D}
         run_one("warm", {**settings, "global_steps": a.scratch_steps, "init_from": "base", "finetune": finetune},
-                frames_path, pose_path, a.out, labels, a.out / "_base" / "generator.pt")
+                frames_path, pose_path, a.out, labels, base_model)
     if a.only != "warm":
         run_one("scratch", {**settings, "global_steps": a.scratch_steps}, frames_path, pose_path,
                                a.out, labels)
     if a.only:
         return
     # training time: the loss CSV's clock (seconds since its run started; a resumed run restarts it)
-    base_s, warm_s, scratch_s = (train_seconds(a.out / k) for k in ("_base", "warm", "scratch"))
+    base_s = train_seconds(base_model.parent)
+    warm_s, scratch_s = (train_seconds(a.out / k) for k in ("warm", "scratch"))
     pose = read_pose(pose_path)
     curves = {k: curve(a.out / k, frames_path, pose, labels) for k in ("scratch", "warm")}
     goal = curves["scratch"][-1]
@@ -295,7 +317,8 @@ def main(argv=None):
         stills_side_by_side(a.out)
     table = markdown(curves["scratch"], curves["warm"], reach, info)
     (a.out / "warm_start.md").write_text(table)
-    (a.out / "warm_start.json").write_text(json.dumps({"info": info, "curves": curves, "reach": reach}, indent=1))
+    (a.out / "warm_start.json").write_text(json.dumps({**summary(info, reach), "info": info, "curves": curves,
+                                                       "reach": reach}, indent=1))
     plot(curves["scratch"], curves["warm"], a.out / "warm_start.png")
     print(table)
 

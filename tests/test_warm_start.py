@@ -167,6 +167,8 @@ def test_the_warm_start_benchmark_runs_quick(tmp_path):
                         "--threads", "1", "--source", "dancer"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "warm_start.json").read_text())
+    assert res["people"] == 2 and res["speedup"] >= 0 and 0 <= res["person_found"] <= 1
+    assert res["keypoints_ratio"] > 0 or np.isnan(res["keypoints_ratio"])
     assert [x["step"] for x in res["curves"]["scratch"]] == [2, 4, 6, 8]
     assert [x["step"] for x in res["curves"]["warm"]] == [2, 4]
     assert all(np.isfinite(x["face_ssim"]) and 0 < x["ssim"] < 1 for c in res["curves"].values() for x in c)
@@ -218,7 +220,7 @@ def test_a_base_trains_on_the_distinct_pairs_skips_a_short_clip_and_validates_a_
 
     c = base_config({**TINY, "min_train_frames": 4}, {"global_steps": 2, "val_max_frames": 3})
     with caplog.at_level("WARNING", logger="train"):
-        t = open_target(c, {**LABELS, "background": False, "iuv": "none"},
+        t = open_target(c, {**LABELS, "background": False, "reference": False, "iuv": "none"},
                         [(fa, pa, None), (slow, make_pose(20), None), (short, make_pose(2), None)], tiny_render,
                         val_subjects=1)
     assert len(t.subjects) == 2 and "short.npy" in caplog.text and "skipped from the base" in caplog.text

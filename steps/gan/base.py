@@ -67,7 +67,7 @@ def main(argv=None):
     cfg = base_config(given, json.loads(a.base_settings))
     # the first subject's size stands for all: the base trains at one size
     limit, labels = section("train", given)["cpu_hours_limit"], section("labels", json.loads(a.labels))
-    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames[0], False, labels["background"], limit), "train_base")
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames[0], False, labels["background"], limit, labels["reference"]), "train_base")
     r = train_base(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, labels, max_steps=a.max_steps,
                    val_subjects=section("base", json.loads(a.base_settings))["val_subjects"])
     if r["signal"]:  # preempted: a checkpoint is saved; a nonzero status tells the scheduler to rerun

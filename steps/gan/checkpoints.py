@@ -163,12 +163,13 @@ def check_start(start: dict, model: dict, labels: dict | None, section: str) -> 
     diffs = [(f"{section}.model.{k}", v, model.get(k)) for k, v in start["model"].items() if model.get(k) != v]
     if labels is not None and start["labels"] is not None:
         was = start["labels"]
-        diffs += [(f"labels.{k}", was.get(k), labels.get(k)) for k in ("iuv", "face", "hands", "background")
+        diffs += [(f"labels.{k}", was.get(k), labels.get(k)) for k in ("iuv", "face", "hands", "background", "reference")
                   if was.get(k) != labels.get(k)]
     if not diffs:
         return
     names = {"kind": f"{section}.local_steps (0: global, > 0: the local enhancer)",
-             "label_ch": "labels.iuv and labels.background (concat and true add 3 label channels each)",
+             "label_ch": "labels.iuv, labels.background and labels.reference (concat and true add 3, 3 and 6 label "
+                         "channels)",
              "composite": "labels.background (true: the generator draws over the target's background)"}
     lines = "\n  ".join(f"{names.get(k.rsplit('.', 1)[1], k)}: {a!r} there, {b!r} here" for k, a, b in diffs)
     raise ValueError(f"{section}.init_from {start['from']['path']} does not fit this config:\n  {lines}\n"

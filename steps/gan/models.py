@@ -34,12 +34,14 @@ import torch.nn.functional as F
 LABEL_CH = 3  # label maps are RGB renders (steps.prepare.labels.render_label_map)
 IUV_CH = 3    # labels.iuv concat adds DensePose's I, U, V (steps.prepare.backends.convert.label_map_with_iuv)
 BG_CH = 3     # labels.background adds the target's static background (steps.prepare.labels.static_background)
+REF_CH = 6    # labels.reference adds a reference frame of the person and its skeleton (steps.prepare.labels.reference)
 IMG_CH = 3
 
 
-def label_channels(iuv: bool, background: bool) -> int:
-    """Channels of the generator's label maps: the skeleton, [I, U, V,] [the background]."""
-    return LABEL_CH + (IUV_CH if iuv else 0) + (BG_CH if background else 0)
+def label_channels(iuv: bool, background: bool, reference: bool = False) -> int:
+    """Channels of the generator's label maps: the skeleton, [I, U, V,] [the reference frame and
+    its skeleton,] [the background] (last, where the composite head finds it)."""
+    return LABEL_CH + (IUV_CH if iuv else 0) + (REF_CH if reference else 0) + (BG_CH if background else 0)
 
 
 @dataclass
@@ -57,7 +59,7 @@ class ModelConfig:
     n_layers_D: int
     num_D: int
     kind: str = "global"          # global | local
-    label_ch: int = LABEL_CH      # label_channels(labels.iuv concat, labels.background)
+    label_ch: int = LABEL_CH      # label_channels(labels.iuv concat, labels.background, labels.reference)
     composite: bool = False       # labels.background: draw RGB and a mask over the input's background
 
     @property

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("train")
 
 
-def default_renderer(labels: dict, iuv=None, background=None) -> Callable:
+def default_renderer(labels: dict, iuv=None, background=None, reference=None) -> Callable:
     from steps.prepare.labels import generator_renderer
 
-    return generator_renderer(labels["thickness"], labels["face"], labels["hands"], iuv, background)
+    return generator_renderer(labels["thickness"], labels["face"], labels["hands"], iuv, background, reference)
 
 
 def open_data(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path):
@@ -55,6 +55,7 @@ class Subject:
     n_train: int
     tail: range
     background: np.ndarray | None  # labels.background: the static background of its training frames
+    reference: np.ndarray | None  # labels.reference: (H, W, 6) a training frame of the person and its skeleton
     pairs: np.ndarray  # (P, 2) its temporal training pairs (steps.gan.pairs.temporal_pairs)
 
 
@@ -77,15 +78,21 @@ class Target:
         """Whether its label maps end with a background (labels.background, a renderer of its own off)."""
         return self.subjects[0].background is not None
 
-    def stored_background(self) -> torch.Tensor | None:
-        """The background the model file keeps for transfer: a target's (a base has none)."""
-        bg = self.subjects[0].background
-        return torch.from_numpy(bg) if bg is not None and len(self.subjects) == 1 else None
+    @property
+    def reference(self) -> bool:
+        """Whether its label maps carry a reference frame of the person (labels.reference)."""
+        return self.subjects[0].reference is not None
+
+    def stored(self, what: str) -> torch.Tensor | None:
+        """The background or reference the model file keeps for transfer: a target's (a base of
+        several people has none of its own)."""
+        a = getattr(self.subjects[0], what)
+        return torch.from_numpy(np.ascontiguousarray(a)) if a is not None and len(self.subjects) == 1 else None
 
 
 def open_subject(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path, render: Callable | None):
     """(Subject, its data fingerprint, frame size, whether it has IUV), checked."""
-    from steps.prepare.labels import static_background
+    from steps.prepare.labels import reference_of, static_background
 
     frames, pose, iuv = open_data(cfg, labels, frames_path, pose, iuv_path)
     n = len(frames)
@@ -97,8 +104,9 @@ def open_subject(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path, re
     if len(pairs) < 1:
         raise ValueError(f"{frames_path}: its {n_train} training frames are all one picture; no temporal pair to train on")
     bg = static_background(frames, pose, n_train, what=str(frames_path)) if labels["background"] else None
-    subject = Subject(str(frames_path), pose, render or default_renderer(labels, iuv, bg), n_train,
-                      range(n_train, min(n, n_train + (cfg.val_max_frames or n))), bg, pairs)
+    ref = reference_of(frames, pose, n_train, labels) if labels["reference"] else None
+    subject = Subject(str(frames_path), pose, render or default_renderer(labels, iuv, bg, ref), n_train,
+                      range(n_train, min(n, n_train + (cfg.val_max_frames or n))), bg, ref, pairs)
     return subject, data_fingerprint(frames, pose, iuv), frames.shape[1:3], iuv is not None
 
 
@@ -145,6 +153,6 @@ def starting_point(cfg: TrainConfig, labels: dict, ckpts: Checkpoints, target: T
     if not cfg.init_from:
         return None, None
     start = load_start(cfg.init_from, "train", base_path)
-    check_start(start, asdict(cfg.model_config(kind, target.iuv, target.background)), labels, "train")
+    check_start(start, asdict(cfg.model_config(kind, target.iuv, target.background, target.reference)), labels, "train")
     log.info("starting from %s (step %s): G and D loaded", start["from"]["path"], start["from"]["step"])
     return None, start

@@ -101,8 +101,9 @@ class TrainConfig(GANSettings):
     def from_dict(cls, d: dict | None = None) -> "TrainConfig":
         return cls.from_section("train", d)
 
-    def model_config(self, kind: str, iuv: bool = False, background: bool = False) -> ModelConfig:
-        return ModelConfig(**self.model, kind=kind, label_ch=label_channels(iuv, background), composite=background)
+    def model_config(self, kind: str, iuv: bool = False, background: bool = False, reference: bool = False) -> ModelConfig:
+        return ModelConfig(**self.model, kind=kind, label_ch=label_channels(iuv, background, reference),
+                           composite=background)
 
     def schedule(self) -> tuple[float, float, int]:
         """(lr_G, lr_D, warm-up steps): the fine-tune's with init_from, else the scratch run's."""
@@ -170,11 +171,11 @@ def _d_image_channels(cfg: TrainConfig, mcfg: ModelConfig):
 
 
 def build_phase(cfg: TrainConfig, ph: Phase, pi: int, state: dict | None, iuv: bool, background: bool, device,
-                mem, start: dict | None = None):
+                mem, start: dict | None = None, reference: bool = False):
     """G, D and their optimizers for phase `ph`: resumed from the checkpoint `state`, the
     enhancer around the global phase's G, started from the weights `start` (init_from), or
     fresh. Returns (mcfg, g, d, opt_g, opt_d, resumed_in_phase)."""
-    mcfg = cfg.model_config(ph.kind, iuv, background)
+    mcfg = cfg.model_config(ph.kind, iuv, background, reference)
     torch.manual_seed(cfg.seed + pi)
     g, d = build_generator(mcfg), build_discriminator(mcfg)
     init_weights(g, cfg.init_std)
@@ -228,13 +229,14 @@ def fit_phase(cfg: TrainConfig, target: Target, labels: dict, ph: Phase, pi: int
     steps, through the fit loop. Returns (run, how fit ended)."""
     rank, world, device, is_main = place.rank, place.world, place.device, place.is_main
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    mcfg, g, d, opt_g, opt_d, resumed = build_phase(cfg, ph, pi, state, target.iuv, target.background, device, mem, start)
+    mcfg, g, d, opt_g, opt_d, resumed = build_phase(cfg, ph, pi, state, target.iuv, target.background, device, mem, start,
+                                                    target.reference)
     if not resumed and is_main:
         ckpts.best_path.unlink(missing_ok=True)  # the best model is chosen within the last phase
     origin = state.get("init_from") if state else start and start["from"]  # what the model started from
     fixed = {"phase": pi, "model": asdict(mcfg), "train": cfg.to_dict(), "labels": labels, "data": target.fingerprint,
              "height": ph.height, "width": ph.width, "held_out_from": target.subjects[0].n_train, "init_from": origin,
-             "background": target.stored_background()}
+             "background": target.stored("background"), "reference": target.stored("reference")}
     run = Run(g, d, opt_g, opt_d, cfg, ckpts, LossLog(ckpts.folder / "loss.csv", step, is_main), fixed, step, is_main)
     if resumed:
         run.restore(state, device)
@@ -298,7 +300,7 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
 
     labels = section("labels", labels)
     if render is not None:  # it draws the whole label map
-        labels = {**labels, "background": False}
+        labels = {**labels, "background": False, "reference": False}
     place = setup_distributed(cfg.device)
     ckpts = Checkpoints(ckpt_dir, cfg.keep_checkpoints)
     target = open_target(cfg, labels, data, render, val_subjects)
@@ -324,7 +326,8 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
     done = bool(stopped) or step >= phases[-1].end
     if done and place.is_main:
         write_final(ckpts, Path(out_dir) / "generator.pt",
-                    ("model", "height", "width", "labels", "held_out_from", "train", "init_from", "background"), "loss.csv",
+                    ("model", "height", "width", "labels", "held_out_from", "train", "init_from", "background", "reference"),
+                    "loss.csv",
                     "samples.png", stopped)
     if place.world > 1:
         dist.barrier()
@@ -334,10 +337,11 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
             "val_l1": metrics.get("l1", float("nan")), "generator": run and run.g, "discriminator": run and run.d}
 
 
-def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, background: bool, limit_h: float | None) -> str:
+def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, background: bool, limit_h: float | None,
+              reference: bool = False) -> str:
     """The estimated time of this training on this CPU (a log line); TooSlowForCPU over limit_h."""
     _, h, w = np.load(frames_path, mmap_mode="r").shape[:3]
-    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv, background), p.height, p.width, cfg.batch_size,
+    flops = sum(train_step_flops(cfg.model_config(p.kind, iuv, background, reference), p.height, p.width, cfg.batch_size,
                              cfg.vgg and cfg.lambda_vgg > 0) * (p.end - p.start)
                 for p in plan_phases(cfg, cfg.height or h, cfg.width or w))
     return estimate_cpu(flops, limit_h, "this training", "train.cpu_hours_limit")
@@ -362,7 +366,8 @@ def main(argv=None):
     given = json.loads(a.settings)
     cfg = TrainConfig.from_dict(given)
     limit, labels = section("train", given)["cpu_hours_limit"], section("labels", json.loads(a.labels))
-    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames, a.iuv is not None, labels["background"], limit),
+    guard_cpu(cfg.device, lambda: cpu_hours(cfg, a.frames, a.iuv is not None, labels["background"], limit,
+                                            labels["reference"]),
               "train_generator")
     try:
         r = train(cfg, a.frames, a.pose, a.out_dir, a.ckpt_dir, labels, max_steps=a.max_steps,

@@ -152,16 +152,16 @@ def background_moves(free: np.ndarray, median: np.ndarray) -> float:
     return float(moved.sum() / max(1, counted.sum()))
 
 
-def with_background(render, background: np.ndarray):
-    """render(pose, i, height, width) with the background's 3 channels after its own, resized to
-    the label map's size (INTER_AREA, as the frames are)."""
+def with_image(render, image: np.ndarray):
+    """render(pose, i, height, width) with a fixed image's channels (the background, the reference)
+    after its own, resized to the label map's size (INTER_AREA, as the frames are)."""
     sized: dict = {}
 
-    def render_with_background(pose, i, height, width):
+    def render_with_image(pose, i, height, width):
         if (height, width) not in sized:
-            sized[height, width] = cv2.resize(np.asarray(background), (width, height), interpolation=cv2.INTER_AREA)
+            sized[height, width] = cv2.resize(np.asarray(image), (width, height), interpolation=cv2.INTER_AREA)
         return np.concatenate([render(pose, i, height, width), sized[height, width]], -1)
-    return render_with_background
+    return render_with_image
 
 
 def open_iuv(iuv_path, n_frames: int, what: str) -> np.ndarray:
@@ -173,17 +173,35 @@ def open_iuv(iuv_path, n_frames: int, what: str) -> np.ndarray:
     return iuv
 
 
-def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True, iuv=None, background=None):
+def generator_renderer(thickness: int = 2, face: bool = True, hands: bool = True, iuv=None, background=None,
+                       reference=None):
     """render(pose, i, height, width) -> the label map the generator sees for frame i: the
     skeleton (H, W, 3) with lines `thickness` px thick at 256 px (scaled with the size); with
     `iuv` (DensePose IUV images indexed by frame: labels.iuv concat) then I, U, V, as NVIDIA's
-    vid2vid pose model feeds its generator; with `background` (labels.background: the target's
-    static_background) then its 3 channels."""
+    vid2vid pose model feeds its generator; with `reference` (labels.reference: `reference_of`)
+    then a frame of the person and its skeleton (6 channels); with `background`
+    (labels.background: the target's static_background) then its 3 channels, last."""
     def render(pose, i, height, width):
         t = max(1, round(thickness * min(height, width) / 256))
         lab = render_label_map(pose, i, height, width, thickness_px=t, face=face, hands=hands)
         return lab if iuv is None else label_map_with_iuv(lab, np.asarray(iuv[i]), "concat")
-    return render if background is None else with_background(render, background)
+    for image in (reference, background):
+        if image is not None:
+            render = with_image(render, image)
+    return render
+
+
+def reference_of(frames, pose: PoseArrays, n: int, labels: dict) -> np.ndarray:
+    """labels.reference: (H, W, 6) uint8 at the frames' size, a training frame of the person and the
+    label map of its pose: the frame among [0, n) whose body is seen with the most confidence
+    (the first of equals). Given to the generator beside every pose, it says whose look to draw,
+    so one base of many people can draw each of them (as few-shot vid2vid's reference image)."""
+    conf = np.nan_to_num(pose.parts["body"][:n, :, 2]).mean(1)
+    k = int(np.argmax(conf))
+    h, w = frames.shape[1:3]
+    t = max(1, round(labels["thickness"] * min(h, w) / 256))
+    skeleton = render_label_map(pose, k, h, w, thickness_px=t, face=labels["face"], hands=labels["hands"])
+    return np.concatenate([np.asarray(frames[k]), skeleton], -1)
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from steps.atomic import load_torch
-from steps.gan.models import IMG_CH, LABEL_CH, FaceGenerator, FaceModelConfig, ModelConfig, build_generator, label_channels
+from steps.gan.models import IMG_CH, LABEL_CH, FaceGenerator, FaceModelConfig, ModelConfig, build_generator
 
 
 # --- tensors and images -----------------------------------------------------------------------
@@ -137,8 +137,13 @@ def uses_background(meta: dict) -> bool:
 
 
 def uses_iuv(meta: dict) -> bool:
-    """Whether a generator was trained with labels.iuv concat: its input channels decide."""
-    return meta["model"].get("label_ch", LABEL_CH) > label_channels(False, uses_background(meta))
+    """Whether a generator was trained with labels.iuv concat."""
+    return meta["labels"]["iuv"] == "concat"
+
+
+def uses_reference(meta: dict) -> bool:
+    """Whether a generator was trained with labels.reference."""
+    return bool(meta["labels"].get("reference", False))
 
 
 def label_renderer(meta: dict, iuv=None):
@@ -158,8 +163,12 @@ def label_renderer(meta: dict, iuv=None):
     if with_bg and bg is None:
         raise ValueError(f"{name} was trained with labels.background on several subjects (a base) and keeps no "
                          f"background of one target: train a target from it (train.init_from: base) and use that")
+    ref = meta.get("reference") if uses_reference(meta) else None
+    if uses_reference(meta) and ref is None:
+        raise ValueError(f"{name} was trained with labels.reference on several subjects (a base) and keeps no "
+                         f"reference of one target: train a target from it (train.init_from: base) and use that")
     r = generator_renderer(lab["thickness"], lab["face"], lab["hands"], iuv if concat else None,
-                           None if bg is None else np.asarray(bg))
+                           None if bg is None else np.asarray(bg), None if ref is None else np.asarray(ref))
     return lambda pose, i: r(pose, i, h, w)
 
 
