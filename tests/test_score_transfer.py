@@ -149,3 +149,27 @@ def test_the_rule_on_a_ghost_warns_in_its_log_and_on_the_terminal(files, tmp_pat
     line = "evaluate WARNING results/transfer/a__b.mp4: the person is found in"
     assert line in (tmp_path / "logs/score_transfer/a__b.log").read_text()
     assert line in r.stdout
+
+
+def test_a_pose_outside_the_frame_and_the_figures_per_minute():
+    from steps.evaluate.score import outside_frame, per_minute
+
+    body = np.full((4, 25, 3), 10.0, np.float32)
+    body[1, 3, 0] = -5.0    # a joint left of the frame
+    body[2, 4, 1] = 120.0   # below it (height 100)
+    body[3, 5, :] = (500.0, 500.0, 0.1)  # outside, but not seen: does not count
+    np.testing.assert_array_equal(outside_frame(body, 100, 100), [False, True, True, False])
+    # 150 frames at 1 fps: three minutes of 60, 60 and 30 frames; the person lost in the last
+    n = 150
+    det_body = np.zeros((n, 25, 3), np.float32)
+    det_body[..., :2], det_body[..., 2] = 10.0, 1.0
+    det_body[120:, :, 2] = 0.0
+    inp_body = det_body.copy()
+    inp_body[..., 2] = 1.0
+    inp_body[:60, :, 0] += 2.0  # the first minute 2 px off
+    empty = {p: np.full((n, k, 3), np.nan, np.float32) for p, k in (("face", 468), ("left_hand", 21), ("right_hand", 21))}
+    rows = per_minute({"body": det_body, **empty}, {"body": inp_body, **empty}, 1.0, 100, 100, 0.3, 0.5)
+    assert [r["frames"] for r in rows] == [60, 60, 30]
+    assert [r["person_found"] for r in rows] == [1.0, 1.0, 0.0]
+    assert rows[0]["pose_body_px"] == pytest.approx(2.0) and rows[1]["pose_body_px"] == pytest.approx(0.0)
+    assert all(r["pose_outside"] == 0.0 for r in rows)

@@ -1,5 +1,6 @@
-"""The transfer scored (the score_transfer rule). The product is the transfer video, which has no real frames to compare with, so the score asks whether the target
-person is there and doing the dance. Rows: `transfer` (the video, against the normalized input
+"""The transfer scored (the score_transfer rule). The product is the transfer video, which has no
+real frames to compare with, so the score asks whether the target person is there and doing the
+dance. Rows: `transfer` (the video, against the normalized input
 poses it was generated from) and `target real frames` (the target's own frames at the same size,
 against their pose table: the detector's floor). Columns:
 - `person_found`: the share of frames in which the detector finds the person: both shoulders and
@@ -7,7 +8,11 @@ against their pose table: the detector's floor). Columns:
   not a stray limb found in a blur; `found_frames` counts them. A "white ghost" scores ~0.
 - `pose_*_px`, `missed_*`, `n_*`: the pose distance above, output against the normalized input.
 - `temporal_change`, `temporal_real` (the target's real frames), `temporal_ratio`: as above.
-Fewer than `evaluate.min_person_found` of the frames with a person found is a warning.
+- `pose_outside` (the transfer row): the share of frames whose input pose has a confident body
+  joint outside the frame: there the generator is asked for a person it cannot draw whole.
+Per minute of the video, the transfer's person_found, pose_body_px and pose_outside (a long
+transfer that drifts shows it there). Fewer than `evaluate.min_person_found` of the frames with a
+person found is a warning.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ log = logging.getLogger("evaluate")
 TORSO = ("RShoulder", "LShoulder", "RHip", "LHip")
 SCORE_COLUMNS = ["row", "frames", "person_found", "found_frames", "pose_body_px", "pose_face_px", "pose_hands_px",
                  "missed_body", "missed_face", "missed_hands", "n_body", "n_face", "n_hands", "temporal_change",
-                 "temporal_real", "temporal_ratio"]
+                 "temporal_real", "temporal_ratio", "pose_outside"]
 
 
 def person_found(body: np.ndarray, min_conf: float = 0.5) -> np.ndarray:
@@ -42,6 +47,28 @@ def person_found(body: np.ndarray, min_conf: float = 0.5) -> np.ndarray:
 
     conf = np.nan_to_num(body[:, [B[j] for j in TORSO], 2])
     return (conf > min_conf).all(1)
+
+
+def outside_frame(body: np.ndarray, height: int, width: int, min_conf: float = 0.3) -> np.ndarray:
+    """BODY_25 keypoints (N, 25, 3) in the frame's pixels -> (N,) bool: a joint seen with
+    confidence at least min_conf lies outside the frame."""
+    seen = np.nan_to_num(body[..., 2]) >= min_conf
+    x, y = body[..., 0], body[..., 1]
+    out = (x < 0) | (x >= width) | (y < 0) | (y >= height)
+    return (seen & np.nan_to_num(out, nan=False).astype(bool)).any(1)
+
+
+def per_minute(det: dict, inp: dict, fps: float, height: int, width: int, min_conf: float, found_conf: float) -> list[dict]:
+    """The transfer's figures minute by minute: {minute, frames, person_found, pose_body_px, pose_outside}."""
+    n, step = len(det["body"]), max(1, int(round(60 * fps)))
+    found, outside = person_found(det["body"], found_conf), outside_frame(inp["body"], height, width, min_conf)
+    rows = []
+    for k, lo in enumerate(range(0, n, step)):
+        sl = slice(lo, min(n, lo + step))
+        d = pose_distances({p: a[sl] for p, a in inp.items()}, {p: a[sl] for p, a in det.items()}, min_conf)
+        rows.append({"minute": k + 1, "frames": sl.stop - sl.start, "person_found": float(found[sl].mean()),
+                     "pose_body_px": d["pose_body_px"], "pose_outside": float(outside[sl].mean())})
+    return rows
 
 
 def score_row(name: str, det: dict[str, np.ndarray], inp: dict[str, np.ndarray], change: float,
@@ -97,15 +124,17 @@ def score_transfer(video, pose_path, target_frames, target_pose, max_frames: int
     def real_frames():
         return (resize_frame(f, h, w) for f in real[:m])
 
-    rows = []
+    rows, minutes = [], []
     for name, frames, p, count in (("transfer", lambda: read_video(video, n), pose, n),
                                    ("target real frames", real_frames, tpose, m)):
-        det = run_backend(frames(), count, backend=backend)
-        rows.append(score_row(name, det, scale_pose_parts(p, slice(0, count), h, w), temporal_change(frames()),
-                              min_conf, found_conf))
+        det, inp = run_backend(frames(), count, backend=backend), scale_pose_parts(p, slice(0, count), h, w)
+        rows.append(score_row(name, det, inp, temporal_change(frames()), min_conf, found_conf))
+        if name == "transfer":
+            rows[-1]["pose_outside"] = float(outside_frame(inp["body"], h, w, min_conf).mean())
+            minutes = per_minute(det, inp, pose.meta.fps, h, w, min_conf, found_conf)
         log.info("%s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()})
     facts = {"video": str(video), "frames_total": pose.n_frames, "scored": n, "real_scored": m, "width": w, "height": h,
-             "found_confidence": found_conf}
+             "found_confidence": found_conf, "per_minute": minutes}
     return score_table(*rows), facts
 
 
@@ -121,7 +150,11 @@ def score_markdown(df: pd.DataFrame, title: str, facts: dict) -> str:
         "distance in pixels between the normalized input keypoints and those detected on the output, lower is better; "
         "missed_*: instances not detected (out of n_*). The target-real-frames row is the detector's own floor (its "
         "frames against their pose table). temporal_ratio: mean change between consecutive frames over the same for "
-        "the target's real frames (1 = as stable as the real video).", ""])
+        "the target's real frames (1 = as stable as the real video). pose_outside: share of frames whose input pose "
+        "has a body joint outside the frame.", "",
+        "Minute by minute (the transfer):", "",
+        *markdown_rows(pd.DataFrame(facts["per_minute"]), ["minute", "frames", "person_found", "pose_body_px",
+                                                            "pose_outside"]), ""])
 
 
 def main(argv=None) -> None:
