@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from steps import synth
-from steps.prepare.posetable import B, PARTS, read_pose
+from steps.prepare.posetable import PARTS, B, read_pose
+from steps.synth.cli import main as synth_main
 
 FPS = 15
 
@@ -98,7 +99,7 @@ def test_cli_writes_video_and_truth_atomically(tmp_path):
     from steps.prepare.video import probe
 
     video, truth = tmp_path / "out" / "dancer.mp4", tmp_path / "out" / "dancer_truth.parquet"
-    synth.main(["--preset", "target", "--seconds", "1", "--fps", "10", "--width", "160",
+    synth_main(["--preset", "target", "--seconds", "1", "--fps", "10", "--width", "160",
                 "--height", "120", "--seed", "2", "--video", str(video), "--truth", str(truth)])
     info = probe(video)
     assert (info.width, info.height) == (160, 120) and abs(info.fps - 10) < 1e-6

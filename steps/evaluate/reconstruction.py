@@ -114,6 +114,29 @@ COLUMNS = ["model", "frames", "ssim", "psnr_db", "stlpips_vgg", "face_ssim", "fa
            "n_body", "n_face", "n_hands", "temporal_change", "temporal_real", "temporal_ratio"]
 
 
+def model_rows(models: list, pose, idx, boxes, dev, iuv, real: list, inp: dict, perceptual, detected, min_conf: float):
+    """(the table: a row per model and the real frames' row, each model's generated frames, the
+    label maps). detected(images) -> keypoints, or None for no pose columns."""
+    rows, outputs, labels = [], {}, None
+    t_real = temporal_change(real)
+    for key, gpath, fpath in models:
+        gen, labs = reconstruct(gpath, pose, idx, fpath, boxes, dev, iuv)
+        labels = labels if labels is not None else labs
+        outputs[key] = gen
+        row = {"model": ROW_NAMES[key], "frames": len(idx), **image_metrics(gen, real, boxes, idx, perceptual)}
+        if detected:
+            row.update(pose_distances(inp, detected(gen), min_conf))
+        row.update(temporal_change=temporal_change(gen), temporal_real=t_real)
+        rows.append(row)
+        log.info("%s: %s", ROW_NAMES[key], {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    real_row = {"model": ROW_NAMES["real"], "frames": len(idx), "temporal_change": t_real, "temporal_real": t_real}
+    if detected:
+        real_row.update(pose_distances(inp, detected(real), min_conf))
+    df = pd.DataFrame([*rows, real_row]).reindex(columns=COLUMNS)
+    df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
+    return df, outputs, labels
+
+
 def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal_path=None, detect: bool = True,
              max_frames: int | None = None, n_samples: int = 4, min_conf: float = 0.3, device: str = "auto",
              backend: str = "mediapipe", boxes: dict | None = None, iuv_path=None) -> tuple[pd.DataFrame, np.ndarray, dict]:
@@ -121,6 +144,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     settings (the config's face.boxes) when there is no face.pt, whose own settings win. iuv_path:
     the target's IUV store, for generators trained with labels.iuv concat."""
     from steps.prepare.labels import open_iuv
+    from steps.prepare.pose import extract_arrays
     from steps.settings import section
 
     dev = pick_device(device)
@@ -143,34 +167,12 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     perceptual = Perceptual(dev)
     fps = float(pose.meta.fps)
 
-    models = []
-    if no_temporal_path:
-        models.append(("no_temporal", no_temporal_path, None))
+    models = [("no_temporal", no_temporal_path, None)] if no_temporal_path else []
     models.append(("temporal", generator_path, None))
     if face_path:
         models.append(("temporal_face", generator_path, face_path))
-    rows, outputs, labels = [], {}, None
-    t_real = temporal_change(real)
-    for key, gpath, fpath in models:
-        gen, labs = reconstruct(gpath, pose, idx, fpath, boxes, dev, iuv)
-        labels = labels if labels is not None else labs
-        outputs[key] = gen
-        row = {"model": ROW_NAMES[key], "frames": len(idx), **image_metrics(gen, real, boxes, idx, perceptual)}
-        if detect:
-            from steps.prepare.pose import extract_arrays
-            det = extract_arrays(np.stack(gen), fps, backend=backend).parts
-            row.update(pose_distances(inp, det, min_conf))
-        row.update(temporal_change=temporal_change(gen), temporal_real=t_real)
-        rows.append(row)
-        log.info("%s: %s", ROW_NAMES[key], {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-    real_row = {"model": ROW_NAMES["real"], "frames": len(idx), "temporal_change": t_real, "temporal_real": t_real}
-    if detect:
-        from steps.prepare.pose import extract_arrays
-        real_row.update(pose_distances(inp, extract_arrays(np.stack(real), fps, backend=backend).parts, min_conf))
-    rows.append(real_row)
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    df["temporal_ratio"] = df["temporal_change"] / df["temporal_real"]
-
+    detected = (lambda images: extract_arrays(np.stack(images), fps, backend=backend).parts) if detect else None
+    df, outputs, labels = model_rows(models, pose, idx, boxes, dev, iuv, real, inp, perceptual, detected, min_conf)
     picks = evenly_spaced(len(idx), n_samples)
     grid = np.concatenate([np.concatenate([labels[k][..., :LABEL_CH]] + [outputs[m][k] for m, _, _ in models] + [real[k]], 1)
                            for k in picks], 0)

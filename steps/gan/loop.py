@@ -202,6 +202,15 @@ class Ended:
     signum: int = 0
 
 
+def set_lrs(run: Run, span: Span) -> list[float]:
+    """Both optimizers' learning rates at run.step: the schedule's, scaled by the guard."""
+    lrs = [run.guard.lr_scale * learning_rate(lr, run.step, span.start, span.end, run.s.decay_from, span.warmup)
+           for lr in (span.lr_G, span.lr_D)]
+    set_lr(run.opt_g, lrs[0])
+    set_lr(run.opt_d, lrs[1])
+    return lrs
+
+
 def fit(run: Run, span: Span, batches: Callable[[int, int], Iterator], step: Callable[[object, int], dict],
         validate: Callable[[], tuple[dict, np.ndarray]]) -> Ended:
     """Train run from run.step to span.stop_at; see the module's docstring for how it ends."""
@@ -215,10 +224,7 @@ def fit(run: Run, span: Span, batches: Callable[[int, int], Iterator], step: Cal
         while run.step < span.stop_at:  # a rewind of the collapse guard restarts the data stream
             pending = []  # (step, losses on the device, lr_G, lr_D) not yet read back
             for batch in batches(run.step, span.stop_at):
-                lrs = [run.guard.lr_scale * learning_rate(lr, run.step, span.start, span.end, s.decay_from, span.warmup)
-                       for lr in (span.lr_G, span.lr_D)]
-                set_lr(run.opt_g, lrs[0])
-                set_lr(run.opt_d, lrs[1])
+                lrs = set_lrs(run, span)
                 losses = step(batch, run.step)
                 run.step, done = run.step + 1, done + 1
                 pending.append((run.step, losses, *lrs))

@@ -154,23 +154,58 @@ def source_iuv_on_poses(gcfg: dict, normalized: PoseArrays, pose_from: np.ndarra
                       normalized.meta.height, normalized.meta.width, frame_of=pose_from)
 
 
+def open_face(face_path, pose, h: int, w: int, dev):
+    """(the face GAN as a FaceRefiner, its face boxes on `pose`), or (None, None) without face.pt."""
+    from steps.prepare.faceboxes import face_boxes
+    from steps.render.inference import FaceRefiner, load_face, trained_bf16
+
+    if not face_path:
+        return None, None
+    face_g, fcfg = load_face(face_path, dev)
+    b = fcfg["boxes"]
+    boxes = face_boxes(pose, h, w, fcfg["size"], b["smooth_window"], b["min_confidence"])
+    return FaceRefiner(face_g, boxes.boxes, trained_bf16(fcfg)), boxes
+
+
+def stream(g, gcfg: dict, dev, labels, n: int, fps: float, face, panels_of, out_video, sbs_video, audio,
+           progress: bool) -> int:
+    """Generate the frames from the label maps `labels` and encode them, the transfer video and the
+    side-by-side (panels_of(items) composes it) each in a thread of its own behind the generator.
+    Returns the frames written."""
+    from tqdm import tqdm
+
+    from steps.prepare.video import write_video
+    from steps.render.inference import generate_sequence, trained_bf16
+
+    fed: deque = deque()  # label maps handed to the generator whose frame has not come out yet
+
+    def feed():
+        for lab in labels:
+            fed.append(lab)
+            yield lab
+
+    video = Sink(lambda frames: write_video(out_video, frames, fps, audio_from=audio), "encode transfer")
+    sbs = Sink(lambda items: write_video(sbs_video, panels_of(items), fps), "encode side-by-side")
+    try:
+        frames = generate_sequence(g, feed(), dev, bf16=trained_bf16(gcfg), face=face)
+        for i, frame in enumerate(tqdm(frames, total=n, desc="transfer", disable=not progress,
+                                       mininterval=1.0 if sys.stderr.isatty() else 30.0)):
+            video.put(frame)
+            sbs.put((i, fed.popleft(), frame))
+        written = video.close()
+        sbs.close()
+        return written
+    except BaseException:
+        video.abort()
+        sbs.abort()
+        raise
+
+
 def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames_csv, face_path=None,
              source_frames=None, audio_video=None, audio_start: float = 0.0, min_joints: int = 8,
              min_conf: float = 0.3, n_stills: int = 4, device: str = "auto", progress: bool = True,
              source_iuv=None, source_pose=None) -> dict:
-    from tqdm import tqdm
-
-    from steps.prepare.faceboxes import face_boxes
-    from steps.prepare.video import write_video
-    from steps.render.inference import (
-        FaceRefiner,
-        generate_sequence,
-        label_renderer,
-        load_face,
-        load_generator,
-        pick_device,
-        trained_bf16,
-    )
+    from steps.render.inference import label_renderer, load_generator, pick_device
 
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -184,12 +219,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     g, gcfg = load_generator(generator_path, dev)
     h, w = gcfg["height"], gcfg["width"]
     render = label_renderer(gcfg, source_iuv_on_poses(gcfg, normalized, pose_from, pose_path, source_iuv, source_pose))
-    face = boxes = None
-    if face_path:
-        face_g, fcfg = load_face(face_path, dev)
-        b = fcfg["boxes"]
-        boxes = face_boxes(pose, h, w, fcfg["size"], b["smooth_window"], b["min_confidence"])
-        face = FaceRefiner(face_g, boxes.boxes, trained_bf16(fcfg))
+    face, boxes = open_face(face_path, pose, h, w, dev)
     src = np.load(source_frames, mmap_mode="r") if source_frames else None
     if src is not None and len(src) != n:
         raise ValueError(f"{source_frames} has {len(src)} frames, the pose table {pose_path} has {n}")
@@ -197,33 +227,14 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     stills_dir = Path(stills_dir)
     stills_dir.mkdir(parents=True, exist_ok=True)
 
-    # Threads keep the generator busy: two render label maps ahead of it, one encodes the
-    # transfer video and one composes and encodes the side-by-side behind it.
+    # two threads render the label maps ahead of the generator
     labels = ordered_map(lambda i: render(pose, i), range(n))
-    fed: deque = deque()  # label maps handed to the generator whose frame has not come out yet
-
-    def feed():
-        for lab in labels:
-            fed.append(lab)
-            yield lab
-
     with tempfile.TemporaryDirectory() as tmp:
         audio = trimmed_audio(audio_video, audio_start, n / fps, tmp) if audio_video else None
-        video = Sink(lambda frames: write_video(out_video, frames, fps, audio_from=audio), "encode transfer")
-        sbs = Sink(lambda items: write_video(sbs_video, panels(items, src, held, stills, stills_dir), fps),
-                   "encode side-by-side")
         try:
-            frames = generate_sequence(g, feed(), dev, bf16=trained_bf16(gcfg), face=face)
-            for i, frame in enumerate(tqdm(frames, total=n, desc="transfer", disable=not progress,
-                                           mininterval=1.0 if sys.stderr.isatty() else 30.0)):
-                video.put(frame)
-                sbs.put((i, fed.popleft(), frame))
-            written = video.close()
-            sbs.close()
-        except BaseException:
-            video.abort()
-            sbs.abort()
-            raise
+            written = stream(g, gcfg, dev, labels, n, fps, face,
+                             lambda items: panels(items, src, held, stills, stills_dir), out_video, sbs_video, audio,
+                             progress)
         finally:
             labels.close()
     table = pd.DataFrame({"frame": np.arange(n), "time_s": np.arange(n) / fps, "held": held, "pose_from": pose_from,

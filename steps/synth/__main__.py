@@ -1,0 +1,3 @@
+from steps.synth.cli import main
+
+main()
