@@ -1,4 +1,4 @@
-# render_synth: the project's own dancers (steps/synth.py), a video and its ground-truth pose
+# render_synth: the project's own dancers (steps/synth/), a video and its ground-truth pose
 # table, for the demo and for tests on a fresh clone. Each entry of `synth:` names one subject;
 # point `subjects: {name: {video: results/synth/{name}.mp4}}` at it to run the pipeline on it.
 SYNTH = config.get("synth") or {}
