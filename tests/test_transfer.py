@@ -133,6 +133,31 @@ def test_transfer_video_frames_rate_size_codec_and_trimmed_audio(models, source,
     assert per_frame["pose_from"].tolist()[6:10] == [6, 6, 6, 9]
 
 
+def test_a_source_video_changed_since_decoding_gives_no_audio_and_says_why(models, source, tmp_path, caplog):
+    """The audio must be the frames' own: a different video now at the source's path is not used."""
+    import shutil
+
+    gen, _ = models
+    d, n = source
+    store = tmp_path / "frames"
+    shutil.copytree(d / "frames", store)
+    video = tmp_path / "src.mp4"
+    shutil.copy(d / "src.mp4", video)
+    import pyarrow.parquet as pq
+    table = pq.read_table(store / "manifest.parquet")
+    meta = json.loads(table.schema.metadata[b"edn"])
+    pq.write_table(table.replace_schema_metadata({b"edn": json.dumps({**meta, "video": str(video)}).encode()}),
+                   store / "manifest.parquet")
+    shutil.copy(d / "silent.mp4", video)  # another file at the same path
+    out = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING"):
+        main(["--pose", str(d / "pose.parquet"), "--generator", str(gen), "--source-manifest",
+              str(store / "manifest.parquet"), "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"),
+              "--stills", str(tmp_path / "stills"), "--frames-csv", str(tmp_path / "frames.csv"), "--threads", "1"])
+    assert stream_facts(out)["audio"] == []
+    assert "src.mp4 has changed since decode_frames" in caplog.text and "no audio" in caplog.text
+
+
 def test_no_audio_when_the_source_has_none_and_no_face_model(models, source, tmp_path):
     gen, _ = models
     d, n = source

@@ -271,12 +271,15 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     audio_video, start = None, 0.0
     if a.source_manifest:
-        import pyarrow.parquet as pq
+        from steps.prepare.frames import check_unchanged, read_manifest_meta
+        from steps.prepare.video import VideoError
 
-        meta = json.loads(pq.read_schema(a.source_manifest).metadata[b"edn"])
-        audio_video, start = meta.get("video"), float(meta.get("start") or 0.0)
-        if audio_video and not Path(audio_video).exists():
-            log.warning("source video %s not found: the transfer has no audio", audio_video)
+        meta = read_manifest_meta(Path(a.source_manifest).parent)
+        audio_video, start = meta["video"], float(meta["start"] or 0.0)
+        try:
+            check_unchanged(meta)  # the audio must be the frames' own
+        except VideoError as e:
+            log.warning("%s: the transfer has no audio", e)
             audio_video = None
     try:
         transfer(a.pose, a.generator, a.out, a.side_by_side, a.stills, a.frames_csv, a.face, a.source_frames,
