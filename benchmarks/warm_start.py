@@ -205,6 +205,30 @@ def markdown(scratch: list[dict], warm: list[dict], reach: dict, info: dict) -> 
     return "\n".join(lines) + "\n"
 
 
+def zero_shot(base_model: Path, frames_path, pose, val_fraction: float) -> tuple[dict, np.ndarray]:
+    """The base on a target it never saw, before any fine-tune step: the target's held-out tail
+    generated with the target's own background (and reference frame, labels.reference) in the
+    label maps. Returns ({l1, ssim, stlpips}, the sample grid)."""
+    import math
+
+    from steps.evaluate.metrics import Perceptual
+    from steps.gan.pairs import FrameData
+    from steps.gan.validate import validate
+    from steps.prepare.labels import generator_renderer, reference_of, static_background
+    from steps.render.inference import load_generator
+
+    g, meta = load_generator(base_model)
+    frames = np.load(frames_path, mmap_mode="r")
+    n = len(frames)
+    n_train, lab = n - math.ceil(n * val_fraction), meta["labels"]
+    bg = static_background(frames, pose, n_train) if lab["background"] else None
+    ref = reference_of(frames, pose, n_train, lab) if lab.get("reference") else None
+    render = generator_renderer(lab["thickness"], lab["face"], lab["hands"], None, bg, ref)
+    data = FrameData(frames_path, pose, meta["height"], meta["width"], render)
+    cpu = torch.device("cpu")
+    return validate(g, data, range(n_train, n), meta["model"]["temporal"], cpu, False, Perceptual(cpu), 4)
+
+
 def summary(info: dict, reach: dict) -> dict:
     """The figures the issue's goals are stated in: people in the base; speedup (scratch's steps over
     the fine-tune steps that reach both of scratch's final held-out SSIM and ST-LPIPS; 0 when the
@@ -259,6 +283,8 @@ def main(argv=None):
                     "../shared/data/people/) to start from instead of training one here on --base")
     ap.add_argument("--labels-reference", action="store_true", help="labels.reference: the generators see a "
                     "reference frame of the person (the base must have been trained so)")
+    ap.add_argument("--zero-shot-only", action="store_true", help="with --base-model: only the base on the target "
+                    "before any fine-tune (zero_shot.json and zero_shot.png in --out)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["warm", "scratch"], help="train only the base and the run from it, or only "
@@ -281,6 +307,15 @@ def main(argv=None):
     labels = section("labels", {**json.loads(a.labels), **({"reference": True} if a.labels_reference else {})})
     base_model = a.base_model or a.out / "_base" / "generator.pt"
     frames_path, pose_path = data[a.target]
+    if a.zero_shot_only:
+        import cv2
+
+        metrics, grid = zero_shot(a.base_model, frames_path, read_pose(pose_path),
+                                  TrainConfig.from_dict(settings).val_fraction)
+        (a.out / "zero_shot.json").write_text(json.dumps({"base": str(a.base_model), "target": a.target, **metrics}))
+        cv2.imwrite(str(a.out / "zero_shot.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        print(json.dumps(metrics))
+        return
     if a.only != "scratch":
         if not a.base_model:
             bcfg = base_config(settings, {"global_steps": a.base_steps})

@@ -181,6 +181,13 @@ def test_the_warm_start_benchmark_runs_quick(tmp_path):
     assert "person found" in (tmp_path / "warm_start.md").read_text()
     still = cv2.imread(str(tmp_path / "transfer_stills.png"))
     assert still.shape[:2] == (4 * 64, 2 * 3 * 64)  # 4 stills (source | label | result), both runs side by side
+    # the base alone on the new target, before any fine-tune step
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/warm_start.py"), "--quick", "--out", str(tmp_path),
+                        "--threads", "1", "--base-model", str(tmp_path / "_base" / "generator.pt"), "--zero-shot-only"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    zs = json.loads((tmp_path / "zero_shot.json").read_text())
+    assert 0 < zs["ssim"] < 1 and zs["l1"] > 0 and (tmp_path / "zero_shot.png").stat().st_size > 0
 
 
 # --- a base of many people: even draws, repeated frames, skipped subjects, bounded validation -----
