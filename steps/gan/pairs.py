@@ -25,6 +25,10 @@ log = logging.getLogger("train")
 PAPER_MINUTES = "the paper trained on 8 to 17 minutes of video of each target"
 
 
+class TooLittleVideo(ValueError):
+    """A subject with too few usable frames to train on (a base skips it; a target stops)."""
+
+
 def temporal_pairs(frames, n: int) -> np.ndarray:
     """(P, 2) frame indices (t, t') of the temporal pairs among frames [0, n): t' is the next frame
     that differs from t. A video filmed below frames.fps decodes into repeated frames, and a pair
@@ -87,7 +91,7 @@ def split_frames(n: int, cfg: TrainConfig, frames_path="the frames store") -> tu
     counts = (f"{frames_path} has {n} frames: {n_train} to train on and {n_val} held out "
               f"(train.val_fraction {cfg.val_fraction:g})")
     if n_train < max(2, cfg.min_train_frames) or n_val < cfg.min_val_frames:
-        raise ValueError(f"{counts}; at least train.min_train_frames = {cfg.min_train_frames} and "
+        raise TooLittleVideo(f"{counts}; at least train.min_train_frames = {cfg.min_train_frames} and "
                          f"train.min_val_frames = {cfg.min_val_frames} are needed. Film the target for longer "
                          f"({PAPER_MINUTES}), or lower those keys knowingly")
     if n_train < 2 * cfg.min_train_frames or n_val < 2 * cfg.min_val_frames:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from steps.gan.checkpoints import Checkpoints, check_settings, check_start, data_fingerprint, load_start
-from steps.gan.pairs import split_frames, temporal_pairs
+from steps.gan.pairs import TooLittleVideo, split_frames, temporal_pairs
 from steps.sampling import evenly_spaced
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ def open_subject(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path, re
         log.info("%s: %d of its %d training frames repeat the one before (a video filmed below frames.fps): "
                  "%d temporal pairs of distinct frames", frames_path, n_train - 1 - len(pairs), n_train, len(pairs))
     if len(pairs) < 1:
-        raise ValueError(f"{frames_path}: its {n_train} training frames are all one picture; no temporal pair to train on")
+        raise TooLittleVideo(f"{frames_path}: its {n_train} training frames are all one picture; no temporal pair to "
+                             "train on")
     bg = static_background(frames, pose, n_train, what=str(frames_path)) if labels["background"] else None
     ref = reference_of(frames, pose, n_train, labels) if labels["reference"] else None
     subject = Subject(str(frames_path), pose, render or default_renderer(labels, iuv, bg, ref), n_train,
@@ -120,7 +121,7 @@ def open_target(cfg: TrainConfig, labels: dict, data: list[tuple], render: Calla
     for frames_path, pose, iuv_path in data:
         try:
             subject, fp, size, iuv = open_subject(cfg, labels, frames_path, pose, iuv_path, render)
-        except ValueError as e:
+        except TooLittleVideo as e:
             if len(data) == 1:
                 raise
             log.warning("skipped from the base: %s", e)
