@@ -12,20 +12,58 @@ where it was (in proportion to the frame width). p is not clipped: outside the f
 the line extrapolates, which keeps the mapping exact for a source that is a scaled copy of the
 target. Frames without both ankles take scale and toe' from the nearest frames that had them.
 Scale and vertical offset can be median-smoothed over time to remove jitter.
+
+Shots (normalize.shots: auto): a source joined from clips (a montage) is cut into shots
+(steps/prepare/shots.py) and each shot is mapped with its own far/close statistics (stats.py's
+per_frame and compute_stats on its frames, with the stats section's percentiles) onto the
+target's. A shot with fewer than `shot_min_fit_frames` frames that show both ankles and the head,
+or whose feet hardly move (close - far under `shot_min_span` of its median height, where the
+far/close line would blow its foot's jitter up onto the target's whole range), takes one scale,
+the target's median height over the shot's, about its median foot, which lands on the target's
+median foot: a similarity, the shot's own motion kept. A shot that never shows both feet and the
+head (a zoom) is sized and placed the same way by the body it shows: its height estimated from its
+torso (neck to mid-hip), or else its hip-to-foot drop, and its foot from its hip where unseen,
+with the source's proportions (torso and drop as shares of the height, over the frames that show
+them all); with neither, it takes the whole source's statistics. One shot:
+the whole video mapped with the source's statistics as given, the paper's global mapping.
+
+Inside the frame (normalize.keep_inside): a frame whose confident points leave the target's frame
+is shrunk about its feet (only as far as it must, no further than `inside_min_scale`) and shifted
+back in, as little as it takes, so the correction grows smoothly from zero as the pose nears the
+edge. Frames that do not fit even so are warned about by number. The shots, their mappings and
+the frames moved are written to the output's metadata and to a JSON beside it (--shots).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from steps import logs
 from steps.prepare.posetable import PoseArrays, read_pose, write_pose
+from steps.prepare.shots import body_track, describe_ranges, detect_shots, runs
 from steps.settings import section
 from steps.prepare.smooth import median_smooth
-from steps.prepare.stats import SubjectStats, load_stats, per_frame
+from steps.prepare.stats import SubjectStats, compute_stats, load_stats, per_frame, write_json
+
+log = logging.getLogger("normalize")
+STAT_KEYS = ("far", "close", "height_far", "height_close", "median_toe", "median_height", "anchor_x")
+
+
+@dataclass(frozen=True)
+class ShotFit:
+    """When a shot of a montage gets a far/close fit of its own (normalize.shot_min_*), and how
+    its statistics are found (the stats section's percentiles and band)."""
+    min_frames: int = 10
+    min_span: float = 0.05
+    far_percentile: float = 5
+    close_percentile: float = 95
+    band: float = 0.02
 
 
 def interp_missing(v: np.ndarray) -> np.ndarray:
@@ -56,33 +94,180 @@ def normalization_params(toe: np.ndarray, src: SubjectStats, tgt: SubjectStats,
     return scale, offset
 
 
-def normalize(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_window: int = 1,
-              horizontal: str = "anchor", min_conf: float = 0.3) -> PoseArrays:
-    frame = per_frame(source, min_conf)
-    toe = frame["toe"].to_numpy(np.float64)
+def paper_params(toe: np.ndarray, src: SubjectStats, tgt: SubjectStats,
+                 smooth_window: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame (scale, vertical offset, the foot y scaled about): the far/close mapping."""
     scale, offset = normalization_params(toe, src, tgt, smooth_window)
     # the foot each frame is scaled about; where unseen, the track of the known feet
     foot = interp_missing(toe) if np.isfinite(toe).any() else np.full_like(toe, src.median_toe)
     if not np.isfinite(offset).any():
         offset = tgt.median_toe - foot
-    new_foot = foot + offset
-    if horizontal == "anchor":
-        ax_s, ax_t = src.anchor_x, tgt.anchor_x
-    elif horizontal == "keep":
-        ax_s, ax_t = src.anchor_x, src.anchor_x / src.width * tgt.width
-    else:
+    return scale, offset, foot
+
+
+def similarity_params(toe: np.ndarray, ref_toe: float, ref_height: float,
+                      tgt: SubjectStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scale, offset, foot) of the similarity y' = median_toe_t + s (y - ref_toe), s the target's
+    median height over ref_height: how a shot too short or too still for a far/close fit, or one
+    without feet, maps."""
+    s = tgt.median_height / ref_height
+    foot = interp_missing(toe) if np.isfinite(toe).any() else np.full_like(toe, ref_toe)
+    return np.full_like(toe, s), tgt.median_toe + s * (foot - ref_toe) - foot, foot
+
+
+def proportions(table: pd.DataFrame) -> tuple[float, float] | None:
+    """The source's torso and hip-to-foot drop as shares of its height (medians over the frames
+    that show them all): what a shot without feet or head is sized and placed by. None if none."""
+    h = table["height"].to_numpy(np.float64)
+    torso, drop = table["torso"].to_numpy(np.float64) / h, (table["toe"] - table["hip_y"]).to_numpy(np.float64) / h
+    ok = np.isfinite(torso) & np.isfinite(drop) & (h > 0) & (torso > 0) & (drop > 0)
+    return (float(np.median(torso[ok])), float(np.median(drop[ok]))) if ok.any() else None
+
+
+def body_reference(table: pd.DataFrame, body: tuple[float, float]) -> tuple[float, float] | None:
+    """(foot y, height) of a shot that never shows both feet and the head, from its torso, or
+    its hip-to-foot drop, and the source's proportions `body`; None without either."""
+    torso, hip_y, toe = (table[k].to_numpy(np.float64) for k in ("torso", "hip_y", "toe"))
+    est = np.where(np.isfinite(torso), torso / body[0], (toe - hip_y) / body[1])
+    est = est[np.isfinite(est) & (est > 0)]
+    if not len(est) or not np.isfinite(hip_y).any():
+        return None
+    h = float(np.median(est))
+    foot = float(np.nanmedian(toe)) if np.isfinite(toe).any() else float(np.nanmedian(hip_y)) + body[1] * h
+    return foot, h
+
+
+def shot_mapping(table: pd.DataFrame, src: SubjectStats, tgt: SubjectStats, fit: ShotFit,
+                 smooth_window: int = 1, body: tuple[float, float] | None = None):
+    """One shot (its rows of per_frame's table, with torso and hip_y): (scale, offset, foot,
+    anchor x, what was fitted). `body`: the source's proportions, for a shot without feet."""
+    toe, height = table["toe"].to_numpy(np.float64), table["height"].to_numpy(np.float64)
+    ok = np.isfinite(toe) & np.isfinite(height) & (height > 0)
+    hip = table["hip_x"].to_numpy(np.float64)
+    anchor = float(np.nanmedian(hip)) if np.isfinite(hip).any() else src.anchor_x
+    info = {"start": int(table["frame"].iloc[0]), "end": int(table["frame"].iloc[-1]) + 1,
+            "frames_with_feet": int(ok.sum()), "anchor_x": anchor}
+    if ok.sum() >= max(fit.min_frames, 2):
+        st = compute_stats(table, src.subject, src.width, src.height, fit.far_percentile,
+                           fit.close_percentile, fit.band)
+        if st.close - st.far >= fit.min_span * st.median_height:
+            info.update(mapping="far_close", **{k: getattr(st, k) for k in STAT_KEYS})
+            return *paper_params(toe, st, tgt, smooth_window), st.anchor_x, info
+    if ok.any():
+        ref, h = float(np.median(toe[ok])), float(np.median(height[ok]))
+        info.update(mapping="median", median_toe=ref, median_height=h)
+        return *similarity_params(toe, ref, h, tgt), anchor, info
+    ref = body_reference(table, body) if body else None
+    if ref:  # a zoom that lost the feet or the head: sized and placed by the body it shows
+        info.update(mapping="body", median_toe=ref[0], median_height=ref[1])
+        return *similarity_params(toe, *ref, tgt), anchor, info
+    info.update(mapping="source")  # nothing to size it by: the whole source's statistics
+    return *paper_params(toe, src, tgt, smooth_window), anchor, info
+
+
+def normalize(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_window: int = 1,
+              horizontal: str = "anchor", min_conf: float = 0.3,
+              shots: list[tuple[int, int]] | None = None, fit: ShotFit = ShotFit()) -> PoseArrays:
+    """The source's poses in the target's frame. `shots`: frame ranges covering the video, each
+    mapped on its own statistics; None or a single one: the whole video with `src` (global)."""
+    if horizontal not in ("anchor", "keep"):
         raise ValueError(f"horizontal must be 'anchor' or 'keep', not {horizontal!r}")
+    frame = per_frame(source, min_conf)
+    n = source.n_frames
+    shots, body = (shots if shots and len(shots) > 1 else [(0, n)]), None
+    if len(shots) > 1:
+        track = body_track(source.parts["body"], min_conf)
+        frame["torso"], frame["hip_y"] = track["torso"], track["hip_y"]
+        body = proportions(frame)
+    scale, offset, foot, ax_s = (np.empty(n) for _ in range(4))
+    infos = []
+    for a, b in shots:
+        if len(shots) == 1:
+            sc, of, ft = paper_params(frame["toe"].to_numpy(np.float64), src, tgt, smooth_window)
+            ax, info = src.anchor_x, {"start": a, "end": b, "mapping": "global"}
+        else:
+            sc, of, ft, ax, info = shot_mapping(frame.iloc[a:b], src, tgt, fit, smooth_window, body)
+        scale[a:b], offset[a:b], foot[a:b], ax_s[a:b] = sc, of, ft, ax
+        infos.append({**info, "scale_range": [float(np.min(sc)), float(np.max(sc))] if b > a else []})
+    ax_t = np.full(n, tgt.anchor_x) if horizontal == "anchor" else ax_s / src.width * tgt.width
+    new_foot = foot + offset
     out = source.copy()
     s = scale[:, None]
     for part, arr in out.parts.items():
-        arr[..., 0] = ax_t + s * (arr[..., 0] - ax_s)
+        arr[..., 0] = ax_t[:, None] + s * (arr[..., 0] - ax_s[:, None])
         arr[..., 1] = new_foot[:, None] + s * (arr[..., 1] - foot[:, None])
     out.meta.subject = f"{src.subject}__{tgt.subject}"
     out.meta.width, out.meta.height = tgt.width, tgt.height
     out.meta.extra.update(source=src.subject, target=tgt.subject, horizontal=horizontal,
-                          smooth_window=smooth_window,
-                          scale_range=[float(np.min(scale)), float(np.max(scale))])
+                          smooth_window=smooth_window, shots=infos,
+                          scale_range=[float(np.min(scale)), float(np.max(scale))] if n else [])
     return out
+
+
+MARGIN = 0.01  # px inside the frame's edge: float32 rounding must not leave a point a hair outside
+
+
+def _into(lo: np.ndarray, hi: np.ndarray, size: float) -> np.ndarray:
+    """The shift that brings [lo, hi] inside [MARGIN, size - MARGIN] (centred when it is wider)."""
+    a, b = MARGIN, size - MARGIN
+    shift = np.where(lo < a, a - lo, np.where(hi > b, b - hi, 0.0))
+    return np.where(hi - lo > b - a, (a + b - lo - hi) / 2, shift)
+
+
+def keep_inside(pose: PoseArrays, min_conf: float = 0.3,
+                min_scale: float = 0.5) -> tuple[PoseArrays, np.ndarray, np.ndarray]:
+    """Each frame whose confident points leave the frame shrunk about its feet (the bottom of its
+    box, to no less than min_scale) and shifted in, as little as it takes. Returns the pose,
+    the frames moved and the frames still outside (larger than the frame even at min_scale)."""
+    pts = np.concatenate([a for a in pose.parts.values()], axis=1).astype(np.float64)
+    seen = (np.nan_to_num(pts[..., 2]) >= min_conf) & np.isfinite(pts[..., :2]).all(-1)
+    has = seen.any(1)
+    big = np.where(seen[..., None], pts[..., :2], np.inf)
+    lo = np.where(has[:, None], big.min(1), 0.0)
+    hi = np.where(has[:, None], np.where(seen[..., None], pts[..., :2], -np.inf).max(1), 0.0)
+    size = np.array([pose.meta.width - 1, pose.meta.height - 1], np.float64)
+    with np.errstate(divide="ignore"):
+        need = np.minimum(1.0, ((size - 2 * MARGIN) / (hi - lo)).min(1))
+    k = np.maximum(need, min_scale)
+    pivot = np.stack([(lo[:, 0] + hi[:, 0]) / 2, hi[:, 1]], 1)          # the feet: they stay on the floor
+    lo2, hi2 = pivot + k[:, None] * (lo - pivot), pivot + k[:, None] * (hi - pivot)
+    shift = np.stack([_into(lo2[:, d], hi2[:, d], size[d]) for d in (0, 1)], 1)
+    moved = has & ((k < 1) | (shift != 0).any(1))
+    out = pose.copy()
+    for arr in out.parts.values():
+        new = pivot[:, None] + k[:, None, None] * (arr[..., :2] - pivot[:, None]) + shift[:, None]
+        arr[moved, :, :2] = new[moved]
+    return out, moved, has & (need < min_scale)
+
+
+def normalize_source(pose: PoseArrays, src: SubjectStats, tgt: SubjectStats, c: dict,
+                     stats_c: dict) -> tuple[PoseArrays, dict]:
+    """What normalize_pose does with the config's normalize and stats sections: the shots found,
+    each normalized, kept inside the frame; and a report of it (the --shots JSON)."""
+    min_conf = stats_c["min_confidence"]
+    fit = ShotFit(c["shot_min_fit_frames"], c["shot_min_span"], stats_c["far_percentile"],
+                  stats_c["close_percentile"], stats_c["band"])
+    shots = None
+    if c["shots"] == "auto":
+        shots = detect_shots(pose.parts["body"], min_conf, c["shot_window"], c["shot_scale_jump"],
+                             c["shot_move_jump"])
+    out = normalize(pose, src, tgt, c["smooth_window"], c["horizontal"], min_conf, shots, fit)
+    report = {"source": src.subject, "target": tgt.subject, "frames": pose.n_frames,
+              "shots": out.meta.extra["shots"]}
+    if len(report["shots"]) > 1:
+        log.info("%s: %d shots, each normalized on its own statistics: %s", src.subject, len(report["shots"]),
+                 ", ".join(f"{s['start']}-{s['end'] - 1} {s['mapping']}" for s in report["shots"]))
+    if c["keep_inside"]:
+        out, moved, outside = keep_inside(out, min_conf, c["inside_min_scale"])
+        report["inside"] = {"frames_moved": int(moved.sum()), "moved": runs(moved),
+                            "frames_outside": int(outside.sum()), "outside": runs(outside)}
+        out.meta.extra["inside"] = {k: report["inside"][k] for k in ("frames_moved", "frames_outside")}
+        if outside.any():
+            log.warning("%s onto %s: the normalized pose cannot be kept inside the %dx%d frame in %d of %d "
+                        "frames, larger than the frame even shrunk to normalize.inside_min_scale %g: frames %s",
+                        src.subject, tgt.subject, tgt.width, tgt.height, outside.sum(), pose.n_frames,
+                        c["inside_min_scale"], describe_ranges(runs(outside), pose.meta.fps))
+    return out, report
 
 
 def main(argv=None):
@@ -91,17 +276,20 @@ def main(argv=None):
     ap.add_argument("--source-stats", required=True)
     ap.add_argument("--target-stats", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--shots", default=None, help="JSON: the shots found, their mappings, the frames kept inside")
     ap.add_argument("--settings", default="{}", help="the config's normalize section as JSON (schema defaults fill the rest)")
     ap.add_argument("--stats-settings", default="{}",
                     help="the config's stats section as JSON: the toe is found as subject_stats found it (min_confidence)")
     a = ap.parse_args(argv)
     logs.setup()
     c = section("normalize", json.loads(a.settings))
-    min_conf = section("stats", json.loads(a.stats_settings))["min_confidence"]
-    out = normalize(read_pose(a.pose), load_stats(a.source_stats), load_stats(a.target_stats),
-                    c["smooth_window"], c["horizontal"], min_conf)
+    stats_c = section("stats", json.loads(a.stats_settings))
+    out, report = normalize_source(read_pose(a.pose), load_stats(a.source_stats), load_stats(a.target_stats),
+                                   c, stats_c)
     write_pose(out, a.out)
-    print(f"{a.out}: scale range {out.meta.extra['scale_range']}", file=sys.stderr)
+    if a.shots:
+        write_json(report, a.shots)
+    print(f"{a.out}: {len(report['shots'])} shot(s), scale range {out.meta.extra['scale_range']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ def compute_stats(table: pd.DataFrame, subject: str, width: int, height: int,
     far, close = np.percentile(toe, far_percentile), np.percentile(toe, close_percentile)
     med_h = float(np.median(h))
     tol = max(band * med_h, 1e-6)
-    near_far, near_close = np.abs(toe - far) <= tol, np.abs(toe - close) <= tol
+    # within the band, or the nearest frame when none is (few frames, as in a short shot)
+    near_far = np.abs(toe - far) <= max(tol, np.abs(toe - far).min())
+    near_close = np.abs(toe - close) <= max(tol, np.abs(toe - close).min())
     return SubjectStats(
         subject=subject, far=float(far), close=float(close),
         height_far=float(np.median(h[near_far])), height_close=float(np.median(h[near_close])),

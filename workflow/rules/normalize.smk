@@ -1,5 +1,6 @@
 # Global pose normalization (the paper's section 3.2): the source's poses mapped onto the target's
-# far/close ankle positions and heights, one mapping per source-target pair.
+# far/close ankle positions and heights, one mapping per source-target pair, or per shot of a source
+# joined from clips (normalize.shots); the shots and their mappings in the .shots.json beside it.
 
 
 rule normalize_pose:
@@ -9,6 +10,7 @@ rule normalize_pose:
         target_stats="results/stats/{target}.json",
     output:
         pose="results/normalized/{source}__{target}.parquet",
+        shots="results/normalized/{source}__{target}.shots.json",
     params:
         settings=settings("normalize"),
         stats=settings("stats"),
@@ -24,6 +26,6 @@ rule normalize_pose:
     shell:
         logged(
             "python -m steps.prepare.normalize --pose {input.pose} --source-stats {input.source_stats}"
-            " --target-stats {input.target_stats} --out {output.pose}"
+            " --target-stats {input.target_stats} --out {output.pose} --shots {output.shots}"
             " --settings {params.settings:q} --stats-settings {params.stats:q}"
         )
