@@ -1,4 +1,4 @@
-"""Decode speed: our decode_frames (ffmpeg -> raw RGB pipe -> frames.npy) against a plain
+"""Decode speed: our decode_frames (ffmpeg -> raw RGB pipe -> JPEG frames.mjpeg) against a plain
 `ffmpeg ... -f null -` decode with the same trim, fps and scale filter, side by side.
 
     .venv/bin/python benchmarks/decode.py [video ...]

@@ -83,10 +83,11 @@ def pack(frames_npy, pose, transfer_pose, out, fps: float, vgg=None, crf: int = 
     table; returns the manifest. Checks that OpenCV reads back every frame."""
     from steps.prepare.posetable import read_meta, read_pose
     from steps.gan.vgg import weights_path
+    from steps.prepare.framestore import open_frames
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = np.load(frames_npy, mmap_mode="r")
+    frames = open_frames(frames_npy)[:]  # the bundle is one short clip: held whole
     n, h, w, _ = frames.shape
     n_pose, meta = read_pose(pose).n_frames, read_meta(pose)
     if n_pose != n or (meta.width, meta.height) != (w, h):
@@ -122,7 +123,7 @@ def prepare(target: str, source: str, work: Path, width: int, height: int, fps: 
            "transfers": [{"source": "source", "target": "target"}],
            "frames": {"fps": fps, "width": width, "height": height, "resize": "pad"}}
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    paths = {"frames": work / "results/frames/target/frames.npy",
+    paths = {"frames": work / "results/frames/target/frames.mjpeg",
              "pose": work / "results/pose_smooth/target.parquet",
              "transfer_pose": work / "results/normalized/source__target.parquet"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work),

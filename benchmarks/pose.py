@@ -106,7 +106,7 @@ def main():
         write_video(a.video, clip.frames(), 15)
     n = decode_frames(a.video, tmp / "f", 15, a.size, a.size, progress=False)
     n = min(n, a.frames)
-    frames = tmp / "f" / "frames.npy"
+    frames = tmp / "f" / "frames.mjpeg"
     half = n // 2
     t1 = run_jobs(frames, [(0, n)], tmp)
     t2 = run_jobs(frames, [(0, half), (half, n)], tmp)

@@ -10,7 +10,7 @@ Data, one of:
   --video CLIP.mp4          decode + detect + smooth with the project's steps (needs ffmpeg and
                             the pose back end, e.g. MediaPipe): python -m steps.prepare.frames / steps.prepare.pose
                             / steps.prepare.smooth, as workflow/rules/{frames,pose}.smk call them
-  --frames F --pose P       a prepared frames store (frames.npy, or an .mp4 decoded with OpenCV)
+  --frames F --pose P       a prepared frames store (frames.mjpeg or frames.npy, or an .mp4 decoded with OpenCV)
                             and the smoothed pose table: needs only torch, numpy, pandas, pyarrow,
                             OpenCV (a GPU machine without Snakemake/MediaPipe/ffmpeg)
   --synth SECONDS           a rendered dancer (steps.synth) with its true poses: for CI
@@ -71,20 +71,20 @@ def _run(*args: str) -> None:
 
 def prepare_video(video: str, out: Path, width: int, height: int, fps: float) -> tuple[Path, Path]:
     """The frames store and smoothed pose table of a video, by the steps' command lines."""
-    import numpy as np
+    from steps.prepare.framestore import open_frames, store_path
 
     frames = json.dumps({"fps": fps, "width": width, "height": height})
     pose = json.dumps({"detect_on": "frames"})
     store = out / "frames"
     _run("steps.prepare.frames", "--video", video, "--out", str(store), "--subject", "target", "--settings", frames)
-    n = len(np.load(store / "frames.npy", mmap_mode="r"))
+    n = len(open_frames(store))
     chunk = out / "pose_chunk.npz"
     _run("steps.prepare.pose", "extract", "--store", str(store), "--start", "0", "--end", str(n), "--out", str(chunk),
          "--subject", "target", "--settings", pose)
     _run("steps.prepare.pose", "merge", str(chunk), "--manifest", str(store / "manifest.parquet"), "--out",
          str(out / "pose.parquet"), "--subject", "target", "--settings", pose)
     _run("steps.prepare.smooth", "--pose", str(out / "pose.parquet"), "--out", str(out / "pose_smooth.parquet"))
-    return store / "frames.npy", out / "pose_smooth.parquet"
+    return store_path(store), out / "pose_smooth.parquet"
 
 
 def prepare_synth(seconds: float, out: Path, width: int, height: int, fps: float, seed: int = 0) -> tuple[Path, Path]:
@@ -162,7 +162,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="the target's video: decoded, pose-detected and smoothed here")
-    src.add_argument("--frames", help="a prepared frames store (frames.npy) or a video OpenCV can read")
+    src.add_argument("--frames", help="a prepared frames store (frames.mjpeg or frames.npy) or a video OpenCV can read")
     src.add_argument("--synth", type=float, metavar="SECONDS", help="render a dancer of this length (CI)")
     ap.add_argument("--pose", help="the smoothed pose table (Parquet), with --frames")
     ap.add_argument("--size", default="384x512", help="training size WxH")

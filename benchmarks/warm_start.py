@@ -9,7 +9,7 @@ validation step where both runs are, and how many steps each needs to reach the 
 final SSIM and ST-LPIPS; a PNG shows the curves.
 
 Real clips: the frames and smoothed poses of the subjects are read from a pipeline working
-directory (--data, results/frames/<s>/frames.npy and results/pose_smooth/<s>.parquet), made
+directory (--data, results/frames/<s>/frames.mjpeg and results/pose_smooth/<s>.parquet), made
 e.g. by `snakemake --configfile <clips config> results/pose_smooth/<s>.parquet` for each. The
 training settings are the cpu preset's (workflow/presets/cpu.yaml: 192x256, ngf 16, 4 blocks, no VGG).
 
@@ -41,6 +41,7 @@ from steps.prepare.faceboxes import face_boxes  # noqa: E402
 from steps.render.inference import generate_sequence, label_renderer  # noqa: E402
 from steps.evaluate.metrics import ssim  # noqa: E402
 from steps.gan.models import ModelConfig, build_generator  # noqa: E402
+from steps.prepare.framestore import open_frames, store_path  # noqa: E402
 from steps.prepare.posetable import read_pose  # noqa: E402
 from steps.gan.train import TrainConfig, train  # noqa: E402
 
@@ -65,7 +66,7 @@ def synth_subjects(folder: Path, names: list[str], size: int = 64, seconds: floa
 
     for k, name in enumerate(names):
         d = folder / "results/frames" / name
-        if (d / "frames.npy").exists():
+        if (d / "frames.npy").exists():  # rendered frames, stored raw (open_frames reads both)
             continue
         clip = make_clip("target" if k % 2 == 0 else "source", seconds, 10, size, size, seed=11 + k)
         d.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def synth_subjects(folder: Path, names: list[str], size: int = 64, seconds: floa
 
 
 def paths(folder: Path, names: list[str]) -> dict:
-    out = {n: (folder / f"results/frames/{n}/frames.npy", folder / f"results/pose_smooth/{n}.parquet") for n in names}
+    out = {n: (store_path(folder / f"results/frames/{n}"), folder / f"results/pose_smooth/{n}.parquet") for n in names}
     missing = [str(p) for pair in out.values() for p in pair if not p.exists()]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: run the pipeline up to pose_smooth for these subjects")
@@ -93,7 +94,7 @@ def face_ssim(ckpt: Path, frames_path, pose, labels: dict) -> float:
     g.temporal = mcfg.temporal
     g.eval()
     h, w, lo = state["height"], state["width"], state["held_out_from"]
-    frames = np.load(frames_path, mmap_mode="r")
+    frames = open_frames(frames_path)
     render = label_renderer({"labels": labels, "height": h, "width": w, "model": state["model"],
                              "background": state.get("background")})
     tail = range(lo, len(frames))
@@ -153,9 +154,9 @@ def transfer_and_score(run_dir: Path, data_dir: Path, source: str, target: str, 
         raise SystemExit(f"missing {norm}: run the pipeline up to normalize_pose for {source} -> {target}")
     out = run_dir / "transfer"
     transfer(norm, run_dir / "generator.pt", out / "transfer.mp4", out / "side_by_side.mp4", out / "stills",
-             out / "frames.csv", source_frames=data_dir / f"results/frames/{source}/frames.npy", progress=False,
+             out / "frames.csv", source_frames=store_path(data_dir / f"results/frames/{source}"), progress=False,
              device="cpu", n_stills=4)
-    df, _ = score_transfer(out / "transfer.mp4", norm, data_dir / f"results/frames/{target}/frames.npy",
+    df, _ = score_transfer(out / "transfer.mp4", norm, store_path(data_dir / f"results/frames/{target}"),
                            data_dir / f"results/pose_smooth/{target}.parquet", max_frames=40 if quick else None)
     t = df.iloc[0]
     return {"found": int(t["found_frames"]), "frames": int(t["frames"]), "body_px": float(t["pose_body_px"]),
@@ -218,7 +219,7 @@ def zero_shot(base_model: Path, frames_path, pose, val_fraction: float) -> tuple
     from steps.render.inference import load_generator
 
     g, meta = load_generator(base_model)
-    frames = np.load(frames_path, mmap_mode="r")
+    frames = open_frames(frames_path)
     n = len(frames)
     n_train, lab = n - math.ceil(n * val_fraction), meta["labels"]
     bg = static_background(frames, pose, n_train) if lab["background"] else None

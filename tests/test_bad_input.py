@@ -5,7 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from steps.prepare.frames import decode_frames, load_frames
+from steps.prepare.frames import decode_frames
+from steps.prepare.framestore import open_frames
 from steps.prepare.normalize import normalize
 from steps.prepare.pose import detection_rates, extract_arrays, keep_main_person, person_identities
 from steps.prepare.posetable import B
@@ -27,7 +28,7 @@ def test_phone_rotation_metadata_gives_upright_frames(tmp_path):
     info = probe(phone)
     assert (info.width, info.height, info.rotation) == (96, 160, 270)  # displayed portrait
     decode_frames(str(phone), tmp_path / "f", 10, 96, 160, progress=False)
-    frame = load_frames(tmp_path / "f")[0].astype(int)
+    frame = open_frames(tmp_path / "f")[:][0].astype(int)
     # a player turns the picture 90° anticlockwise: the block ends up bottom-left
     assert np.abs(frame - np.rot90(stored, 1)).mean() < 1
 
@@ -41,7 +42,7 @@ def test_variable_frame_rate_is_resampled_by_timestamps(tmp_path):
                     "setpts='if(lt(N,10),N*0.1,1.0+(N-10)*0.05)/TB'", "-fps_mode", "vfr",
                     "-c:v", "libx264", "-crf", "0", "-pix_fmt", "yuv420p", str(vfr)], check=True)
     n = decode_frames(str(vfr), tmp_path / "f", 10, 64, 64, progress=False)
-    grey = load_frames(tmp_path / "f")[..., 0].mean(axis=(1, 2))
+    grey = open_frames(tmp_path / "f")[:][..., 0].mean(axis=(1, 2))
     source_index = np.round(grey / 8).astype(int)
     # output frame k shows what was on screen at k/10 s: frame k before 1 s, then 10 + 2(k-10)
     expected = [k if k < 10 else 10 + 2 * (k - 10) for k in range(n)]
@@ -87,7 +88,7 @@ def test_person_identities_split_a_handover_and_rejoin_a_return():
 def test_two_people_one_subject_is_followed_consistently(tmp_path):
     w, h = 640, 360
     decode_frames(str(clip("two_people.mp4")), tmp_path, 10, w, h, end=8.0, progress=False)
-    raw = extract_arrays(load_frames(tmp_path), 10, "two")
+    raw = extract_arrays(open_frames(tmp_path)[:], 10, "two")
     assert detection_rates(raw)["person"] > 0.9
     # MediaPipe hands over from one person to the other: merge_pose keeps the one it followed
     # longest and marks the frames showing the other as missing

@@ -94,7 +94,7 @@ def test_every_cpu_rule_hands_its_whole_section_to_its_step(tmp_path):
                "normalize": {"smooth_window": 3}, "labels": {"thickness": 3}}
     cfg = users_config(tmp_path, preset="cpu", **changed)
     # decoded first, so that the pose chunks (known from the frame count) are planned too
-    snakemake(tmp_path, "--cores", "2", *(f"results/frames/{n}/frames.npy" for n in cfg["subjects"]))
+    snakemake(tmp_path, "--cores", "2", *(f"results/frames/{n}/frames.mjpeg" for n in cfg["subjects"]))
     jobs = planned_jobs(tmp_path)
     full = with_preset(cfg)
     for rule, name in CPU_RULES.items():

@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from steps.prepare.frames import decode_frames, load_frames
+from steps.prepare.frames import decode_frames
+from steps.prepare.framestore import open_frames, save_frames
 from steps.prepare.video import FFMPEG, VideoError, probe, write_video
 
 from conftest import clip, moving_box_frames
@@ -16,22 +17,23 @@ from conftest import clip, moving_box_frames
 def test_decode_resamples_resizes_and_writes_manifest(box_video, tmp_path):
     out = tmp_path / "frames"
     n = decode_frames(str(box_video), out, fps=5, width=64, height=64, resize="pad", subject="box")
-    frames = load_frames(out)
+    frames = open_frames(out)[:]
     assert n == 15 and frames.shape == (15, 64, 64, 3) and frames.dtype == np.uint8
     man = pd.read_parquet(out / "manifest.parquet")
-    assert list(man.columns) == ["frame", "time_s", "src_time_s"]
+    assert list(man.columns) == ["frame", "time_s", "src_time_s", "offset", "nbytes"]
     assert man["frame"].tolist() == list(range(15))
     assert man["frame"].dtype == np.int32 and man["time_s"].dtype == np.float32
     np.testing.assert_allclose(man["time_s"], np.arange(15) / 5, atol=1e-6)
     meta = json.loads(pq.read_schema(out / "manifest.parquet").metadata[b"edn"])
     assert meta["subject"] == "box" and meta["width"] == 64 and meta["source_fps"] == pytest.approx(10)
+    assert meta["store"] == {"format": "jpeg", "quality": 95, "subsampling": "444"}
 
 
 def test_pad_letterboxes_and_crop_fills(box_video, tmp_path):
     # 160x120 into 64x64: pad keeps 4:3 (64x48 with 8-pixel black bars), crop fills the frame.
     decode_frames(str(box_video), tmp_path / "pad", 10, 64, 64, "pad")
     decode_frames(str(box_video), tmp_path / "crop", 10, 64, 64, "crop")
-    pad, crop = load_frames(tmp_path / "pad"), load_frames(tmp_path / "crop")
+    pad, crop = open_frames(tmp_path / "pad")[:], open_frames(tmp_path / "crop")[:]
     assert pad[:, :7].max() <= 16 and pad[:, -7:].max() <= 16  # black bars top and bottom
     assert pad[:, 12:52].mean() > 30                           # picture in between
     assert crop[:, :7].mean() > 30 and crop[:, -7:].mean() > 30  # no bars
@@ -39,7 +41,7 @@ def test_pad_letterboxes_and_crop_fills(box_video, tmp_path):
 
 def test_box_moves_right_in_decoded_frames(box_video, tmp_path):
     decode_frames(str(box_video), tmp_path / "f", 10, 160, 120, "pad")
-    frames = load_frames(tmp_path / "f").astype(int)
+    frames = open_frames(tmp_path / "f")[:].astype(int)
     red = (frames[..., 0] > 150) & (frames[..., 2] < 90)
     xs = [np.flatnonzero(r.any(axis=0)).mean() for r in red]
     assert len(frames) == 30 and np.all(np.diff(xs) > 0)
@@ -118,6 +120,59 @@ def test_trim_end_past_the_video_warns_with_the_real_end(box_video, tmp_path, ca
 def test_real_clip_decodes_faster_than_realtime_with_rotation_upright(tmp_path):
     path = clip("handheld_dribble.mp4")  # portrait phone video
     n = decode_frames(str(path), tmp_path / "f", 12, 108, 192, "pad")
-    frames = load_frames(tmp_path / "f")
+    frames = open_frames(tmp_path / "f")[:]
     assert n == 40 and frames.shape[1:] == (192, 108, 3)
     assert frames[:, :, :4].mean() > 10  # portrait fills the portrait frame: no side bars
+
+
+# ---- the JPEG frames store --------------------------------------------------------------------
+
+def test_the_store_is_a_tenth_of_raw_and_reads_back_at_random_within_its_quality(tmp_path):
+    """A real clip at 384x512: the store is under a tenth of the raw frames, every frame opens at
+    random (int, slice with a step, index list) and is within SSIM 0.99 of ffmpeg's raw decode."""
+    from steps.evaluate.metrics import ssim
+    from steps.prepare.frames import decode_command
+
+    video = clip("model_target_small.mp4")
+    n = decode_frames(str(video), tmp_path / "s", 10, 384, 512, progress=False)
+    raw = np.frombuffer(decode_command(str(video), 10, 384, 512, "pad").run(cmd=FFMPEG, capture_stdout=True)[0],
+                        np.uint8).reshape(-1, 512, 384, 3)
+    store = open_frames(tmp_path / "s")
+    assert len(store) == n == len(raw) and store.shape == raw.shape
+    assert (tmp_path / "s" / "frames.mjpeg").stat().st_size < raw.nbytes / 10
+    picks = np.random.default_rng(0).permutation(n)[:8]
+    for i in picks:
+        assert ssim(store[int(i)], raw[i]) > 0.99
+    np.testing.assert_array_equal(store[picks], np.stack([store[int(i)] for i in picks]))
+    np.testing.assert_array_equal(store[1:n:3], np.stack([store[i] for i in range(1, n, 3)]))
+    np.testing.assert_array_equal(store[-1], store[n - 1])
+    with pytest.raises(IndexError, match=f"frame {n} of .*frames.mjpeg, which has {n}"):
+        store[n]
+
+
+def test_a_store_pickles_to_workers_and_an_old_raw_store_still_opens(tmp_path):
+    import pickle
+
+    frames = moving_box_frames(6)
+    path = save_frames(frames, tmp_path / "new", fps=10)
+    store = open_frames(path)
+    store[0]  # mapped in this process; the pickle carries the path and index only
+    again = pickle.loads(pickle.dumps(store))
+    np.testing.assert_array_equal(again[3], store[3])
+    assert np.abs(store[:].astype(int) - frames).mean() < 2
+    np.save(tmp_path / "frames.npy", frames)
+    old = open_frames(tmp_path)
+    np.testing.assert_array_equal(old[2], frames[2])
+
+
+def test_a_damaged_store_is_refused_by_name(tmp_path):
+    path = save_frames(moving_box_frames(6), tmp_path / "s", fps=10)
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(ValueError, match=r"frames.mjpeg is \d+ bytes, shorter than its index says.*rerun decode_frames"):
+        open_frames(tmp_path / "s")
+    path.write_bytes(b"\0" * 200000)
+    with pytest.raises(ValueError, match=r"frames.mjpeg, frame 2: not a 160x120 JPEG frame.*rerun decode_frames"):
+        open_frames(path)[2]
+    (tmp_path / "s" / "manifest.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"its index .*manifest.parquet is missing"):
+        open_frames(path)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, snakemake
+from steps.prepare.framestore import open_frames
 from test_workflow import job_counts
 
 FRAMES = {"fps": 10, "width": 192, "height": 192}
@@ -85,7 +86,7 @@ def test_full_pipeline_ends_with_transfer_video_evaluation_and_report(full_run):
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     assert decoded and all(f.shape == (96, 96, 3) for f in decoded) and np.std(decoded) > 5
     info = probe(work / "results/transfer/src__tgt.mp4")
-    n_src = len(np.load(work / "results/frames/src/frames.npy", mmap_mode="r"))
+    n_src = len(open_frames(work / "results/frames/src"))
     assert (info.n_frames, info.fps, info.width, info.height) == (n_src, 10.0, 96, 96)
     sbs = probe(work / "results/transfer/src__tgt_side_by_side.mp4")
     assert sbs.n_frames == n_src and sbs.height == 96 and sbs.width == 3 * 96

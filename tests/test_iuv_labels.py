@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import snakemake, write_config
+from steps.prepare.framestore import open_frames
 from steps.prepare.backends.convert import IUVOnPoses, warp_iuv
 from steps.render.inference import generate_sequence, label_renderer, load_generator
 from steps.prepare.labels import open_iuv
@@ -37,7 +38,7 @@ def iuv_of(frames: np.ndarray) -> np.ndarray:
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("iuv")
     frames_path, pose_path, pose = write_data(d)
-    frames = np.load(frames_path)
+    frames = open_frames(frames_path)[:]
     np.save(d / "iuv.npy", iuv_of(frames))
     c = cfg(global_steps=4)
     r = train(c, frames_path, pose, d / "out", d / "ckpt", CONCAT, progress=False, iuv_path=d / "iuv.npy")
@@ -116,7 +117,7 @@ def test_transfer_and_evaluation_feed_the_iuv_channels(trained, tmp_path):
     for arr in norm.parts.values():
         arr[..., :2] = arr[..., :2] * 0.8 + np.array([6.4, 11.2], np.float32)
     write_pose(norm, tmp_path / "norm.parquet")
-    np.save(tmp_path / "src_iuv.npy", iuv_of(np.load(frames_path)[:n]))
+    np.save(tmp_path / "src_iuv.npy", iuv_of(open_frames(frames_path)[:n]))
     outs = [tmp_path / p for p in ("t.mp4", "sbs.mp4", "stills", "t.csv")]
     with pytest.raises(ValueError, match="trained on label maps with DensePose IUV channels"):
         transfer(tmp_path / "norm.parquet", d / "out" / "generator.pt", *outs, progress=False)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from steps.prepare.frames import decode_frames, load_frames
+from steps.prepare.frames import decode_frames
+from steps.prepare.framestore import open_frames
 from steps.prepare.pose import detection_rates, extract_arrays
 from steps.prepare.posetable import B
 
@@ -13,7 +14,7 @@ from conftest import clip
 @pytest.mark.parametrize("name", ["dancer_source.mp4", "model_target_small.mp4"])
 def test_person_and_ankles_found_in_real_clips(name, tmp_path):
     decode_frames(str(clip(name)), tmp_path, fps=10, width=256, height=256, end=6.0, progress=False)
-    frames = load_frames(tmp_path)
+    frames = open_frames(tmp_path)[:]
     pose = extract_arrays(frames, 10, name)
     rates = detection_rates(pose)
     assert rates["person"] >= 0.95 and rates["ankles"] >= 0.90, rates

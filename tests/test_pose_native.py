@@ -5,7 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from steps.prepare.frames import decode_frames, load_frames, native_frames, read_manifest_meta
+from steps.prepare.frames import decode_frames, native_frames, read_manifest_meta
+from steps.prepare.framestore import open_frames
 from steps.prepare.pose import drop_stray_hands, extract_chunk, to_working
 from steps.prepare.posetable import B, PoseMeta, empty_arrays
 from steps.prepare.video import FFMPEG, write_video
@@ -41,7 +42,7 @@ def test_native_frames_are_the_stores_frames_in_time(src_fps, fps, start, end, t
     assert size == (64, 32)
     native = np.concatenate(chunks)
     assert len(native) == n
-    np.testing.assert_array_equal(frame_index(native), frame_index(load_frames(tmp_path / "s")))
+    np.testing.assert_array_equal(frame_index(native), frame_index(open_frames(tmp_path / "s")[:]))
 
 
 def blob(w: int, h: int, x: float, y: float, sigma: float = 4.0) -> np.ndarray:
@@ -79,7 +80,7 @@ def test_points_map_into_the_working_frame_as_ffmpeg_maps_pixels(resize, src, wo
     assert max(size) == 240
     seen = np.array([centroid(f) for f in frames])
     mapped = to_working(spot_parts(seen), size, meta)["body"][:, B["Nose"], :2]
-    in_store = np.array([centroid(f) for f in load_frames(tmp_path / "s")])
+    in_store = np.array([centroid(f) for f in open_frames(tmp_path / "s")[:]])
     np.testing.assert_allclose(mapped, in_store, atol=0.35)
 
 
@@ -97,7 +98,7 @@ def test_rotated_phone_video_is_read_upright_and_maps_into_the_store(tmp_path):
     for f, s in zip(frames, stored):  # upright: the player's 90° anticlockwise turn
         assert np.abs(f.astype(int) - np.rot90(s, 1)).mean() < 1
     mapped = to_working(spot_parts(np.array([centroid(f) for f in frames])), size, meta)["body"][:, B["Nose"], :2]
-    in_store = np.array([centroid(f) for f in load_frames(tmp_path / "s")])
+    in_store = np.array([centroid(f) for f in open_frames(tmp_path / "s")[:]])
     np.testing.assert_allclose(mapped, in_store, atol=0.35)
 
 

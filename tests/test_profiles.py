@@ -34,7 +34,7 @@ def text_as_video(tmp_path) -> Path:
 
 
 def test_failed_job_shows_its_log_on_the_terminal(text_as_video):
-    target = "results/frames/alice/frames.npy"
+    target = "results/frames/alice/frames.mjpeg"
     run = plain_snakemake(text_as_video, "--cores", "1", target)
     assert run.returncode != 0
     assert "workflow specific profile" in run.stdout and "profiles/default" in run.stdout

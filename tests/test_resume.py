@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from steps.prepare.framestore import open_frames, save_frames
 from steps.gan.base import base_config, train_base
 from steps.gan.face import FaceTrainConfig, train_face
 from steps.gan.train import train
@@ -19,7 +20,7 @@ from test_train import LABELS, TINY, cfg, data, read_csv, tiny_render, write_dat
 def other(tmp_path_factory):
     d = tmp_path_factory.mktemp("other")
     frames_path, pose_path, pose = write_data(d, n=20)
-    np.save(frames_path, 255 - np.load(frames_path))
+    save_frames(255 - open_frames(frames_path)[:], frames_path.parent, fps=10)
     return frames_path, pose_path, pose
 
 

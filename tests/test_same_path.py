@@ -90,18 +90,19 @@ def test_a_file_that_is_not_a_model_as_init_from_is_one_named_error(tmp_path, co
 def test_a_full_disk_while_decoding_names_the_output_not_the_video(tmp_path):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tiny tmpfs needs root")
-    a, _ = two_videos(tmp_path)
+    a = tmp_path / "noise.mp4"  # noise: its JPEGs outgrow the tiny disk within a few frames
+    write_video(a, np.random.default_rng(0).integers(0, 256, (20, 128, 128, 3), dtype=np.uint8), fps=10)
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode != 0:
         pytest.skip("could not mount a tmpfs here")
     try:
         with pytest.raises(VideoError) as e:
-            decode_frames(str(a), disk / "store", 10, 64, 64, subject="me", progress=False)
+            decode_frames(str(a), disk / "store", 10, 128, 128, subject="me", progress=False)
         msg = str(e.value)
-        assert f"{disk / 'store' / 'frames.npy'} is full" in msg and "free some space" in msg
+        assert f"{disk / 'store' / 'frames.mjpeg'} is full" in msg and "free some space" in msg
         assert "could not decode" not in msg
-        assert not (disk / "store" / "frames.npy").exists()  # nothing half-written under the real name
+        assert not (disk / "store" / "frames.mjpeg").exists()  # nothing half-written under the real name
     finally:
         subprocess.run(["umount", str(disk)])
 

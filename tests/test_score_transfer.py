@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, snakemake, write_config
+from steps.prepare.framestore import save_frames
 from steps.evaluate.score import found_warning, person_found, score_row, score_table
 from steps.prepare.posetable import B, write_pose
 from steps.synth import make_clip
@@ -29,7 +30,7 @@ def files(tmp_path_factory):
     clip = make_clip("target", 2.0, FPS, W, H, seed=3)
     frames = np.stack(list(clip.frames()))
     write_video(d / "dancer.mp4", frames, FPS)
-    np.save(d / "frames.npy", frames)
+    save_frames(frames, d, FPS)
     write_pose(clip.truth("tgt", "target"), d / "truth.parquet")
     noise = np.random.default_rng(0).integers(0, 256, frames.shape, dtype=np.uint8)
     write_video(d / "noise.mp4", noise, FPS)
@@ -39,7 +40,7 @@ def files(tmp_path_factory):
 def score_cli(d, video: str, *extra: str) -> subprocess.CompletedProcess:
     """python -m steps.evaluate.score on `video`, against the dancer's poses and frames."""
     cmd = [sys.executable, "-m", "steps.evaluate.score", "--video", str(d / video), "--pose", str(d / "truth.parquet"),
-           "--target-frames", str(d / "frames.npy"), "--target-pose", str(d / "truth.parquet"),
+           "--target-frames", str(d / "frames.mjpeg"), "--target-pose", str(d / "truth.parquet"),
            "--csv", str(d / f"{video}.csv"), "--markdown", str(d / f"{video}.md"), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -130,7 +131,8 @@ def test_the_rule_on_a_ghost_warns_in_its_log_and_on_the_terminal(files, tmp_pat
     import shutil
 
     # each file newer than the ones it is made from, so nothing upstream is out of date
-    for age, (src, dst) in enumerate((("frames.npy", "results/frames/b/frames.npy"),
+    for age, (src, dst) in enumerate((("frames.mjpeg", "results/frames/b/frames.mjpeg"),
+                                      ("manifest.parquet", "results/frames/b/manifest.parquet"),
                                       ("truth.parquet", "results/pose_smooth/b.parquet"),
                                       ("truth.parquet", "results/normalized/a__b.parquet"),
                                       ("noise.mp4", "results/transfer/a__b.mp4"))):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from steps.prepare.framestore import open_frames
 from steps.render.inference import generate_sequence, load_generator
 from steps.gan.train import train
 from steps.gan.models import ModelConfig, build_discriminator, build_generator, init_weights
@@ -77,7 +78,7 @@ def test_best_held_out_checkpoint_becomes_the_generator_and_validation_is_not_au
     assert meta["step"] == int(best["step"]) == r["best_step"] and meta["last_step"] == 30
     assert (tmp_path / "ck" / "best.pt").exists() and (tmp_path / "ck" / "step_00000030.pt").exists()
     # the logged held-out L1 is that of the plain generator on the whole tail: no augmentation
-    frames = np.load(frames_path)
+    frames = open_frames(frames_path)[:]
     tail = range(meta["held_out_from"], len(frames))
     out = list(generate_sequence(g, [tiny_render(pose, i, H, W) for i in tail]))
     l1 = np.mean([np.abs(o.astype(np.float32) - frames[i].astype(np.float32)).mean() / 255 for o, i in zip(out, tail)])

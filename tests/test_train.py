@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from steps.prepare.framestore import open_frames, save_frames
 from steps.prepare.labels import render_label_map
 from steps.prepare.posetable import B, PoseMeta, empty_arrays, write_pose
 from steps.render.inference import generate_sequence, load_generator
@@ -68,9 +69,9 @@ def write_data(d: Path, n: int = 24):
     pose = make_pose(n)
     frames = make_frames(pose)
     d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "frames.npy", frames)
+    store = save_frames(frames, d, fps=10)
     write_pose(pose, d / "pose.parquet")
-    return d / "frames.npy", d / "pose.parquet", pose
+    return store, d / "pose.parquet", pose
 
 
 TINY = dict(model=dict(ngf=8, n_down=2, n_blocks=2, ndf=8, n_layers_D=2, num_D=2), vgg=False, workers=0,
@@ -110,7 +111,7 @@ def read_csv(path):
 @pytest.mark.slow
 def test_learning_lowers_reconstruction_error(data, tmp_path):
     frames_path, _, pose = data
-    frames = np.load(frames_path)
+    frames = open_frames(frames_path)[:]
     c = cfg(global_steps=100, val_every=50)
     untrained_generator(c, tmp_path / "g0.pt")
     idx = list(range(0, 18))
@@ -166,7 +167,8 @@ def train_rule_workdir(tmp_path: Path, data, **train) -> tuple[Path, dict, list[
     wd = tmp_path / "wd"
     (wd / "results/frames/T").mkdir(parents=True)
     (wd / "results/pose_smooth").mkdir(parents=True)
-    (wd / "results/frames/T/frames.npy").symlink_to(frames_path)
+    for name in ("frames.mjpeg", "manifest.parquet"):
+        (wd / "results/frames/T" / name).symlink_to(frames_path.parent / name)
     (wd / "results/pose_smooth/T.parquet").symlink_to(pose_path)
     t = {**TINY, "resources": dict(gpus=0, threads=1, mem_mb=1000, runtime=10, cpus_per_task=1), **train}
     write_train_config(wd, t)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from steps.prepare.framestore import open_frames
 from steps.gan.face import FaceTrainConfig, train_face
 from steps.prepare.frames import decode_frames
 from steps.prepare.posetable import PoseArrays, read_pose, write_pose
@@ -118,7 +119,7 @@ def test_transfer_video_frames_rate_size_codec_and_trimmed_audio(models, source,
     write_pose(pose, tmp_path / "pose.parquet")
     out = tmp_path / "out.mp4"
     main(["--pose", str(tmp_path / "pose.parquet"), "--generator", str(gen), "--face", str(face),
-          "--source-frames", str(d / "frames/frames.npy"), "--source-manifest", str(d / "frames/manifest.parquet"),
+          "--source-frames", str(d / "frames/frames.mjpeg"), "--source-manifest", str(d / "frames/manifest.parquet"),
           "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"), "--stills", str(tmp_path / "stills"),
           "--frames-csv", str(tmp_path / "frames.csv"), "--settings", json.dumps({"stills": 3}), "--threads", "1"])
     f = stream_facts(out)
@@ -183,7 +184,7 @@ def test_transfer_writes_the_frames_of_the_plain_loop(models, source, tmp_path):
     gen, face = models
     d, n = source
     transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
-             tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.npy", n_stills=n, progress=False)
+             tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.mjpeg", n_stills=n, progress=False)
     pose, held, _ = hold_missing(read_pose(d / "pose.parquet"))
     g, meta = load_generator(gen)
     face_g, fmeta = load_face(face)
@@ -194,7 +195,7 @@ def test_transfer_writes_the_frames_of_the_plain_loop(models, source, tmp_path):
     plain = list(generate_sequence(g, labels))
     ref = [apply_face(face_g, f, lab, box) for f, lab, box in zip(plain, labels, boxes)]
     assert any(not np.array_equal(a, b) for a, b in zip(ref, plain))  # the face GAN is in the comparison
-    src = np.load(d / "frames/frames.npy")
+    src = open_frames(d / "frames")[:]
     for i in range(n):
         still = cv2.cvtColor(cv2.imread(str(tmp_path / f"stills/still_{i:05d}.png")), cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(still, side_by_side(src[i], labels[i], ref[i], bool(held[i])))
@@ -253,7 +254,7 @@ def test_a_failure_mid_video_leaves_no_video(models, source, tmp_path, monkeypat
     fault(monkeypatch, threads)
     with pytest.raises(RuntimeError, match="boom"):
         transfer(d / "pose.parquet", gen, tmp_path / "out.mp4", tmp_path / "sbs.mp4", tmp_path / "stills",
-                 tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.npy", progress=False)
+                 tmp_path / "frames.csv", face_path=face, source_frames=d / "frames/frames.mjpeg", progress=False)
     assert (threads[-1] is threading.main_thread()) == in_main_thread
     assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".mp4"]
     assert not (tmp_path / "frames.csv").exists()

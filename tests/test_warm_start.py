@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from steps.prepare.framestore import open_frames, save_frames
 from steps.gan.base import base_config, train_base
 from steps.gan.checkpoints import load_start
 from steps.render.inference import read_meta
@@ -30,7 +31,7 @@ def other(tmp_path_factory):
     """A second subject: the same dance, other colours (the inverted frames)."""
     d = tmp_path_factory.mktemp("other")
     frames_path, pose_path, pose = write_data(d, n=20)
-    np.save(frames_path, 255 - np.load(frames_path))
+    save_frames(255 - open_frames(frames_path)[:], frames_path.parent, fps=10)
     return frames_path, pose_path, pose
 
 
@@ -108,7 +109,7 @@ def test_the_bases_batches_come_from_every_subject_and_stay_within_one(data, oth
     assert set(seen) == {0, 1} and 0.3 < np.mean(seen) < 0.7
     # pair 18 is subject 1's frames 0 and 1 (the inverted colours), never subject 0's last frame
     y_t, y_t1, x_t, x_t1 = pairs[18]
-    expected = torch.from_numpy(np.load(fb)[1]).permute(2, 0, 1).float() / 127.5 - 1
+    expected = torch.from_numpy(open_frames(fb)[:][1]).permute(2, 0, 1).float() / 127.5 - 1
     torch.testing.assert_close(x_t1, expected)
 
 
@@ -140,7 +141,8 @@ def test_init_from_base_makes_train_generator_wait_for_train_base(data, tmp_path
     frames_path, pose_path, _ = data
     for s in ("A", "B", "T"):
         (tmp_path / f"results/frames/{s}").mkdir(parents=True)
-        (tmp_path / f"results/frames/{s}/frames.npy").symlink_to(frames_path)
+        for name in ("frames.mjpeg", "manifest.parquet"):
+            (tmp_path / f"results/frames/{s}" / name).symlink_to(frames_path.parent / name)
         (tmp_path / "results/pose_smooth").mkdir(exist_ok=True)
         (tmp_path / f"results/pose_smooth/{s}.parquet").symlink_to(pose_path)
     config = {"subjects": {s: {"video": f"{s}.mp4"} for s in ("A", "B", "T")}, "labels": LABELS,
@@ -155,7 +157,7 @@ def test_init_from_base_makes_train_generator_wait_for_train_base(data, tmp_path
     assert r.returncode == 0, out[-3000:]
     assert "rule train_base" in out and "rule train_generator" in out
     assert "--base results/models/_base/generator.pt" in out
-    assert "results/frames/A/frames.npy results/frames/B/frames.npy" in out
+    assert "results/frames/A/frames.mjpeg results/frames/B/frames.mjpeg" in out
 
 
 def test_the_warm_start_benchmark_runs_quick(tmp_path):
@@ -219,9 +221,9 @@ def test_repeated_frames_of_a_low_rate_video_make_no_pair():
 def test_a_base_trains_on_the_distinct_pairs_skips_a_short_clip_and_validates_a_few(data, other, tmp_path, caplog):
     (fa, _, pa), (fb, _, _) = data, other
     slow = tmp_path / "slow.npy"  # subject b filmed at half the rate: every frame twice
-    np.save(slow, np.repeat(np.load(fb), 2, axis=0)[:20])
+    np.save(slow, np.repeat(open_frames(fb)[:], 2, axis=0)[:20])
     short = tmp_path / "short.npy"
-    np.save(short, np.load(fa)[:2])
+    np.save(short, open_frames(fa)[:][:2])
     from steps.gan.target import open_target
     from test_train import make_pose
 

@@ -94,7 +94,7 @@ def test_config_typo_is_named_in_a_few_lines(tmp_path):
     r = snakemake(tmp_path, "-n", check=False)
     assert r.returncode != 0
     assert "config: unknown key 'fames' (did you mean 'frames'?)" in r.stdout
-    assert "config.frames: unknown key 'fsp' (did you mean 'fps'?); allowed: fps, height, resize, resources, width" in r.stdout
+    assert "config.frames: unknown key 'fsp' (did you mean 'fps'?); allowed: fps, height, quality, resize, resources, width" in r.stdout
     assert "config.smooth.method: 'mean' is not allowed; one of: median, gaussian, one_euro, none" in r.stdout
     assert len(r.stdout.splitlines()) < 20 and "$schema" not in r.stdout
 

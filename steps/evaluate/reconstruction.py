@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from steps.prepare.framestore import open_frames
 from steps import logs
 from steps.evaluate.metrics import Perceptual, psnr, ssim, temporal_change
 from steps.evaluate.pose_distance import pose_distances, scale_pose_parts
@@ -148,7 +149,7 @@ def evaluate(frames_path, pose_path, generator_path, face_path=None, no_temporal
     from steps.settings import section
 
     dev = pick_device(device)
-    frames = np.load(frames_path, mmap_mode="r")
+    frames = open_frames(frames_path)
     pose = read_pose(pose_path)
     meta = read_meta(generator_path)
     h, w, n_train = meta["height"], meta["width"], meta["held_out_from"]
@@ -206,7 +207,7 @@ def main(argv=None):
     from steps.settings import section
 
     ap = argparse.ArgumentParser(description="Evaluate a target's models on its held-out frames (the paper's table).")
-    ap.add_argument("--frames", required=True, help="the target's frames.npy")
+    ap.add_argument("--frames", required=True, help="the target's frames store (frames.mjpeg)")
     ap.add_argument("--pose", required=True, help="the target's smoothed pose table")
     ap.add_argument("--generator", required=True)
     ap.add_argument("--face", default=None, help="face.pt: adds the 'temporal smoothing + face GAN' row")

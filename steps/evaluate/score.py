@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steps.prepare.framestore import open_frames
 from steps import logs
 from steps.evaluate.metrics import temporal_change
 from steps.evaluate.pose_distance import pose_distances, scale_pose_parts
@@ -112,7 +113,7 @@ def score_transfer(video, pose_path, target_frames, target_pose, max_frames: int
     if info.n_frames != pose.n_frames:
         raise ValueError(f"{video} has {info.n_frames} frames, its normalized poses {pose_path} {pose.n_frames}: "
                          f"not the transfer of these poses")
-    real = np.load(target_frames, mmap_mode="r")
+    real = open_frames(target_frames)
     if len(real) != tpose.n_frames:
         raise ValueError(f"{target_frames} has {len(real)} frames, the target's pose table {target_pose} {tpose.n_frames}")
     h, w = info.height, info.width
@@ -165,7 +166,7 @@ def main(argv=None) -> None:
                                  description="Score a transfer video: is the target person there, in the input pose?")
     ap.add_argument("--video", required=True, help="the transfer video (results/transfer/{source}__{target}.mp4)")
     ap.add_argument("--pose", required=True, help="the normalized poses it was generated from")
-    ap.add_argument("--target-frames", required=True, help="the target's frames.npy (the detector's floor)")
+    ap.add_argument("--target-frames", required=True, help="the target's frames store (frames.mjpeg) (the detector's floor)")
     ap.add_argument("--target-pose", required=True, help="the target's smoothed pose table")
     ap.add_argument("--csv", required=True)
     ap.add_argument("--markdown", required=True)

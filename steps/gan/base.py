@@ -9,7 +9,7 @@ subject with too little usable video is skipped with a warning naming it. The re
 holds G and D; a target with `train.init_from: base` starts from both and fine-tunes
 (train.finetune) instead of training from nothing.
 
-    python -m steps.gan.base --frames a/frames.npy b/frames.npy --pose a.parquet b.parquet \
+    python -m steps.gan.base --frames a/frames.mjpeg b/frames.mjpeg --pose a.parquet b.parquet \
         --out-dir results/models/_base --ckpt-dir results/models/_base/checkpoints \
         --settings '<train section JSON>' --base-settings '<base section JSON>'
 """
@@ -50,7 +50,7 @@ def train_base(cfg: TrainConfig, frames: list, poses: list, out_dir, ckpt_dir, l
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Train a base generator on the frames of several subjects.")
-    ap.add_argument("--frames", nargs="+", required=True, help="each subject's frames.npy")
+    ap.add_argument("--frames", nargs="+", required=True, help="each subject's frames store (frames.mjpeg)")
     ap.add_argument("--pose", nargs="+", required=True, help="each subject's smoothed pose table, in the same order")
     ap.add_argument("--out-dir", required=True, help="writes generator.pt (G and D), loss.csv, loss.png, samples.png")
     ap.add_argument("--ckpt-dir", required=True, help="checkpoints; a rerun resumes from them")

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steps.prepare.framestore import open_frames
 from steps import logs
 from steps.gan.budget import estimate_cpu, face_step_flops, guard_cpu
 from steps.gan.checkpoints import (
@@ -177,7 +178,7 @@ def face_setup(cfg: FaceTrainConfig, frames_path, pose, generator_path, ckpts: C
 
     if isinstance(pose, (str, Path)):
         pose = read_pose(pose)
-    frames = np.load(frames_path, mmap_mode="r")
+    frames = open_frames(frames_path)
     n = len(frames)
     if pose.n_frames != n:
         raise ValueError(f"{frames_path} has {n} frames but the pose table has {pose.n_frames}")
@@ -290,7 +291,7 @@ def cpu_hours(cfg: FaceTrainConfig, generator_path, limit_h: float | None) -> st
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Train the face GAN of one target (main generator frozen).")
-    ap.add_argument("--frames", required=True, help="the target's frames.npy")
+    ap.add_argument("--frames", required=True, help="the target's frames store (frames.mjpeg)")
     ap.add_argument("--pose", required=True, help="the target's smoothed pose table")
     ap.add_argument("--generator", required=True, help="the target's trained generator.pt")
     ap.add_argument("--out-dir", required=True, help="writes face.pt, face_loss.csv, face_loss.png, face_samples.png")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from steps.prepare.framestore import open_frames
 from steps.gan.loop import Stop
 from steps.gan.models import IMG_CH
 from steps.render.inference import resize_frame, to_tensor
@@ -36,8 +37,11 @@ def temporal_pairs(frames, n: int) -> np.ndarray:
     the start of a pair of its own. Without repeats: (i, i + 1) for every i."""
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    small = [np.asarray(frames[i][::8, ::8]) for i in range(n)]  # a repeat is an exact copy
-    new = np.array([True] + [not np.array_equal(small[i], small[i - 1]) for i in range(1, n)])
+    new, prev = np.ones(n, bool), None
+    for i in range(n):  # a repeat is an exact copy; one frame held at a time, whatever the length
+        small = np.asarray(frames[i][::8, ::8])
+        new[i] = prev is None or not np.array_equal(small, prev)
+        prev = small
     starts = np.flatnonzero(new)
     return np.stack([starts[:-1], starts[1:]], 1).astype(np.int64)
 
@@ -55,7 +59,7 @@ class FrameData(Dataset):
     @property
     def frames(self):
         if self._frames is None:  # opened lazily, so each DataLoader worker maps it itself
-            self._frames = np.load(self.frames_path, mmap_mode="r")
+            self._frames = open_frames(self.frames_path)
         return self._frames
 
     def __getstate__(self):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from steps.prepare.framestore import open_frames
 from steps.gan.checkpoints import Checkpoints, check_settings, check_start, data_fingerprint, load_start
 from steps.gan.pairs import TooLittleVideo, split_frames, temporal_pairs
 from steps.sampling import evenly_spaced
@@ -33,7 +34,7 @@ def open_data(cfg: TrainConfig, labels: dict, frames_path, pose, iuv_path):
 
     if isinstance(pose, (str, os.PathLike)):
         pose = read_pose(pose)
-    frames = np.load(frames_path, mmap_mode="r")
+    frames = open_frames(frames_path)
     if pose.n_frames != len(frames):
         raise ValueError(f"{frames_path} has {len(frames)} frames but the pose table has {pose.n_frames}")
     iuv = None

@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from steps.prepare.framestore import open_frames
 from steps import logs
 from steps.gan.budget import estimate_cpu, guard_cpu, train_step_flops
 from steps.gan.checkpoints import Checkpoints, LossLog, write_final
@@ -340,7 +340,7 @@ def train_subjects(cfg: TrainConfig, data: list[tuple], out_dir, ckpt_dir, label
 def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, background: bool, limit_h: float | None,
               reference: bool = False) -> str:
     """The estimated time of this training on this CPU (a log line); TooSlowForCPU over limit_h."""
-    _, h, w = np.load(frames_path, mmap_mode="r").shape[:3]
+    _, h, w = open_frames(frames_path).shape[:3]
     flops = sum(train_step_flops(cfg.model_config(p.kind, iuv, background, reference), p.height, p.width, cfg.batch_size,
                              cfg.vgg and cfg.lambda_vgg > 0) * (p.end - p.start)
                 for p in plan_phases(cfg, cfg.height or h, cfg.width or w))
@@ -349,7 +349,7 @@ def cpu_hours(cfg: TrainConfig, frames_path, iuv: bool, background: bool, limit_
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Train the pose-to-video generator of one target (pix2pixHD + temporal smoothing).")
-    ap.add_argument("--frames", required=True, help="the target's frames.npy")
+    ap.add_argument("--frames", required=True, help="the target's frames store (frames.mjpeg)")
     ap.add_argument("--pose", required=True, help="the target's smoothed pose table (Parquet)")
     ap.add_argument("--out-dir", required=True, help="writes generator.pt, loss.csv, loss.png, samples.png here")
     ap.add_argument("--ckpt-dir", required=True, help="checkpoints, best.pt, the live loss.csv and sample grids; resumed from")

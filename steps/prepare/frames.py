@@ -1,13 +1,15 @@
 """decode_frames: a video -> the frames store of one subject.
 
-The store is `frames.npy`, one uint8 array (N, H, W, 3) RGB that training and pose extraction
-open memory-mapped (random access, no per-frame files to encode or decode), plus
-`manifest.parquet` (frame, time_s in the clip, src_time_s in the original video).
+The store (steps/prepare/framestore.py) is `frames.mjpeg`, every working frame as a JPEG back to
+back, that training, pose extraction and evaluation open at random, plus `manifest.parquet`
+(frame, time_s in the clip, src_time_s in the original video, and each frame's byte offset and
+size in frames.mjpeg).
 
 ffmpeg does all pixel work in one pass: trim (-ss/-t), resample to the working fps, resize
 keeping the aspect ratio, then either pad (letterbox: nothing of the person is lost) or crop
-(centre crop: fills the frame), and converts to RGB. ffmpeg applies rotation metadata itself
-(autorotate), so phone videos come out upright. Frame k shows the video at start + k/fps.
+(centre crop: fills the frame), and converts to RGB; each frame is encoded as it arrives, so no
+more than one frame is ever held. ffmpeg applies rotation metadata itself (autorotate), so phone
+videos come out upright. Frame k shows the video at start + k/fps.
 
 `native_frames` reads the same frames (same trim and times) at the video's own resolution, for
 the pose detector, and `working_geometry` says where a pixel of such a frame lands in the store.
@@ -26,16 +28,13 @@ from pathlib import Path
 
 import ffmpeg
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from steps import logs
 from steps.atomic import atomic_output
+from steps.prepare.framestore import STORE_NAME, manifest_table, write_jpegs
 from steps.prepare.video import FFMPEG, VideoError, fingerprint, probe
-
-NPY_HEADER_LEN = 128  # fixed, so the frame count can be patched in after streaming
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +95,6 @@ def native_size(src_w: int, src_h: int, max_side: int) -> tuple[int, int]:
     return max(1, round(src_w * s)), max(1, round(src_h * s))
 
 
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    """A version-1 .npy header for uint8 `shape`, padded to NPY_HEADER_LEN bytes."""
-    d = "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }" % (tuple(shape),)
-    body_len = NPY_HEADER_LEN - 10
-    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + d.ljust(body_len - 1).encode() + b"\n"
-
-
 def decode_command(video: str, fps: float, width: int, height: int, resize: str,
                    start: float = 0.0, end: float | None = None, first: int = 0,
                    seek: float | None = None, size_filter: str | None = None):
@@ -130,8 +122,9 @@ def decode_command(video: str, fps: float, width: int, height: int, resize: str,
 
 def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int, height: int,
                   resize: str = "pad", start: float = 0.0, end: float | None = None,
-                  subject: str = "", progress: bool = True) -> int:
-    """Decode `video` into out_dir/frames.npy + manifest.parquet; returns the frame count."""
+                  subject: str = "", progress: bool = True, quality: int = 95) -> int:
+    """Decode `video` into out_dir/frames.mjpeg + manifest.parquet (JPEGs at `quality`); returns
+    the frame count."""
     who = f"subject {subject!r}: " if subject else ""
     try:
         info = probe(video)
@@ -149,11 +142,15 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
     expected = max(1, int(round(span * fps))) if span > 0 else None
 
     out_dir = Path(out_dir)
-    with atomic_output(out_dir / "frames.npy") as tmp_npy, \
+    with atomic_output(out_dir / STORE_NAME) as tmp_store, \
             atomic_output(out_dir / "manifest.parquet") as tmp_man:
-        n, err, rc = _ffmpeg_into_npy(decode_command(video, fps, width, height, resize, start, end),
-                                      tmp_npy, (height, width, 3), expected,
-                                      f"decode {subject or video}", progress)
+        try:
+            sizes, err, rc = _ffmpeg_into_store(decode_command(video, fps, width, height, resize, start, end),
+                                                tmp_store, (height, width, 3), quality, expected,
+                                                f"decode {subject or video}", progress)
+        except OSError as e:  # the store's own write: a full disk, a read-only folder
+            raise VideoError(decode_failure(who, video, out_dir, str(e))) from None
+        n = len(sizes)
         if rc != 0:
             raise VideoError(decode_failure(who, video, out_dir, err))
         if n == 0:
@@ -172,17 +169,11 @@ def decode_frames(video: str, out_dir: str | os.PathLike, fps: float, width: int
                 f"({span:.2f} s at {fps:g} fps) has {expected}, so frames would be shown at the wrong times (clips "
                 f"joined with `ffmpeg -f concat -c copy` whose streams differ do this). Re-encode it into one "
                 f"stream, e.g. `ffmpeg -i {video} -c:v libx264 -crf 16 fixed.mp4`; nothing was written")
-        t = np.arange(n, dtype=np.float64) / fps
-        table = pa.Table.from_pandas(pd.DataFrame({
-            "frame": np.arange(n, dtype=np.int32),
-            "time_s": t.astype(np.float32),
-            "src_time_s": start + t,
-        }), preserve_index=False)
         meta = {"subject": subject, "video": str(video), "fps": fps, "width": width,
                 "height": height, "resize": resize, "start": start, "end": end,
                 "source_fps": info.fps, "source_size": [info.width, info.height],
                 "rotation": info.rotation, "fingerprint": fingerprint(video)}
-        pq.write_table(table.replace_schema_metadata({b"edn": json.dumps(meta).encode()}), tmp_man)
+        pq.write_table(manifest_table(sizes, fps, start, meta, quality), tmp_man)
     return n
 
 
@@ -193,47 +184,35 @@ def decode_failure(who: str, video, out_dir: Path, err: str) -> str:
 
     if "no space left on device" in err.lower():
         free = shutil.disk_usage(out_dir).free / 2**20
-        return (f"{who}the disk holding {out_dir / 'frames.npy'} is full ({free:.0f} MB free) while decoding "
+        return (f"{who}the disk holding {out_dir / STORE_NAME} is full ({free:.0f} MB free) while decoding "
                 f"{video}: free some space (or point the workflow at a bigger disk) and rerun decode_frames")
     last = "; ".join(err.strip().splitlines()[-3:])
     return f"{who}ffmpeg could not decode {video}: {last}"
 
 
-def _ffmpeg_into_npy(stream, path: Path, frame_shape: tuple[int, int, int], expected: int | None,
-                     desc: str, progress: bool) -> tuple[int, str, int]:
-    """Run an ffmpeg stream of raw frames with the .npy file at `path` as its stdout.
+def _ffmpeg_into_store(stream, path: Path, frame_shape: tuple[int, int, int], quality: int,
+                       expected: int | None, desc: str, progress: bool) -> tuple[list[int], str, int]:
+    """Run an ffmpeg stream of raw frames and append each frame to `path` as a JPEG as it comes.
 
-    ffmpeg writes straight into the file after the header, so no frame passes through Python;
-    the progress bar follows the file's size. Returns (frames, ffmpeg's stderr, return code).
-    """
+    ffmpeg decodes the next frames while this process encodes, so the two share the cores; its
+    stderr goes to a file (a pipe could fill and stall it). A partly sent last frame is dropped.
+    Returns (each frame's JPEG size, ffmpeg's stderr, return code)."""
     frame_bytes = int(np.prod(frame_shape))
     with open(path, "wb") as f, tempfile.TemporaryFile() as errf, \
             tqdm(total=expected, unit="frame", desc=desc, disable=not progress, file=sys.stderr) as bar:
-        f.write(_npy_header((0, *frame_shape)))
-        f.flush()
-
-        def frames_written():
-            return (os.fstat(f.fileno()).st_size - NPY_HEADER_LEN) // frame_bytes
-
-        proc = subprocess.Popen(stream.compile(cmd=FFMPEG), stdout=f, stderr=errf, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(stream.compile(cmd=FFMPEG), stdout=subprocess.PIPE, stderr=errf,
+                                stdin=subprocess.DEVNULL)
         try:
-            while True:
-                try:
-                    proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    bar.update(frames_written() - bar.n)
+            raw = iter(lambda: proc.stdout.read(frame_bytes), b"")
+            frames = (np.frombuffer(b, np.uint8).reshape(frame_shape) for b in raw if len(b) == frame_bytes)
+            sizes = write_jpegs(frames, f, quality, bar)
+            proc.wait()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        n = frames_written()
-        bar.update(n - bar.n)
-        f.truncate(NPY_HEADER_LEN + n * frame_bytes)  # drop a partly written last frame
-        f.seek(0)
-        f.write(_npy_header((n, *frame_shape)))
         errf.seek(0)
-        return n, errf.read().decode(errors="replace").strip(), proc.returncode
+        return sizes, errf.read().decode(errors="replace").strip(), proc.returncode
 
 
 def read_manifest_meta(store: str | os.PathLike) -> dict:
@@ -296,17 +275,12 @@ def _read_frames(stream, shape: tuple[int, int, int], n: int, video: str) -> Ite
         proc.communicate()
 
 
-def load_frames(out_dir: str | os.PathLike) -> np.ndarray:
-    """The frames store, memory-mapped: uint8 (N, H, W, 3) RGB."""
-    return np.load(Path(out_dir) / "frames.npy", mmap_mode="r")
-
-
 def main(argv=None):
     from steps.settings import section
 
     ap = argparse.ArgumentParser(description="Decode a video into a frames store.")
     ap.add_argument("--video", required=True)
-    ap.add_argument("--out", required=True, help="output folder (frames.npy, manifest.parquet)")
+    ap.add_argument("--out", required=True, help="output folder (frames.mjpeg, manifest.parquet)")
     ap.add_argument("--subject", default="")
     ap.add_argument("--start", type=float, default=0.0, help="the subject's trim start (seconds)")
     ap.add_argument("--end", type=float, default=None, help="the subject's trim end (seconds; none: the video's end)")
@@ -315,7 +289,8 @@ def main(argv=None):
     c = section("frames", json.loads(a.settings))
     logs.setup()
     try:
-        n = decode_frames(a.video, a.out, c["fps"], c["width"], c["height"], c["resize"], a.start, a.end, a.subject)
+        n = decode_frames(a.video, a.out, c["fps"], c["width"], c["height"], c["resize"], a.start, a.end, a.subject,
+                          quality=c["quality"])
     except VideoError as e:
         sys.exit(f"decode_frames: {e}")
     print(f"decoded {n} frames of {a.video} into {a.out}", file=sys.stderr)

@@ -16,11 +16,12 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from steps.prepare.framestore import open_frames
 from steps import logs
 from steps.prepare.backends import BackendUnavailable, get_backend
 from steps.prepare.backends.options import backend_options
 from steps.atomic import atomic_output
-from steps.prepare.frames import load_frames, native_frames, read_manifest_meta, working_geometry
+from steps.prepare.frames import native_frames, read_manifest_meta, working_geometry
 from steps.prepare.posetable import PARTS, B, PoseArrays, PoseMeta, write_pose
 from steps.prepare.video import VideoError
 
@@ -91,7 +92,7 @@ def extract_chunk(store: str, start: int, end: int, detect_on: str = "video", ma
     meta = read_manifest_meta(store)
     end = min(end, meta["n_frames"])
     if detect_on == "frames":
-        frames = load_frames(store)[start:end]
+        frames = open_frames(store)[start:end]
         parts = run_backend(frames, len(frames), subject, backend, options, progress, extras)
         read_size = (meta["width"], meta["height"])
     elif detect_on == "video":
@@ -227,7 +228,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Pose extraction: one chunk, or merge the chunks.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract", help="run the back end over frames [start, end)")
-    ex.add_argument("--store", required=True, help="the subject's frames store (folder of frames.npy, manifest.parquet)")
+    ex.add_argument("--store", required=True, help="the subject's frames store (folder of frames.mjpeg, manifest.parquet)")
     ex.add_argument("--start", type=int, required=True)
     ex.add_argument("--end", type=int, required=True)
     ex.add_argument("--out", required=True, help="chunk .npz")

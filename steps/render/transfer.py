@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from steps.prepare.framestore import open_frames
 from steps import logs
 from steps.atomic import atomic_output
 from steps.gan.models import LABEL_CH
@@ -220,7 +221,7 @@ def transfer(pose_path, generator_path, out_video, sbs_video, stills_dir, frames
     h, w = gcfg["height"], gcfg["width"]
     render = label_renderer(gcfg, source_iuv_on_poses(gcfg, normalized, pose_from, pose_path, source_iuv, source_pose))
     face, boxes = open_face(face_path, pose, h, w, dev)
-    src = np.load(source_frames, mmap_mode="r") if source_frames else None
+    src = open_frames(source_frames) if source_frames else None
     if src is not None and len(src) != n:
         raise ValueError(f"{source_frames} has {len(src)} frames, the pose table {pose_path} has {n}")
     stills = set(evenly_spaced(n, n_stills).tolist())
@@ -254,7 +255,7 @@ def main(argv=None):
     ap.add_argument("--pose", required=True, help="normalized source poses (results/normalized/{source}__{target}.parquet)")
     ap.add_argument("--generator", required=True, help="the target's generator.pt")
     ap.add_argument("--face", default=None, help="the target's face.pt (optional)")
-    ap.add_argument("--source-frames", default=None, help="the source's frames.npy (left panel of the side-by-side)")
+    ap.add_argument("--source-frames", default=None, help="the source's frames store (frames.mjpeg) (left panel of the side-by-side)")
     ap.add_argument("--source-manifest", default=None, help="the source's manifest.parquet (audio: video and start)")
     ap.add_argument("--out", required=True, help="transfer video (.mp4)")
     ap.add_argument("--side-by-side", required=True, help="source | label | result video (.mp4)")

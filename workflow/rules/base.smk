@@ -13,7 +13,7 @@ BASE_MODEL = "results/models/_base/generator.pt"
 
 rule train_base:
     input:
-        frames=expand("results/frames/{subject}/frames.npy", subject=config["base"]["subjects"]),
+        frames=expand("results/frames/{subject}/frames.mjpeg", subject=config["base"]["subjects"]),
         poses=expand("results/pose_smooth/{subject}.parquet", subject=config["base"]["subjects"]),
     output:
         generator=BASE_MODEL,

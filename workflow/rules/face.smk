@@ -7,7 +7,7 @@
 rule train_face:
     input:
         unpack(iuv_input("target")),
-        frames="results/frames/{target}/frames.npy",
+        frames="results/frames/{target}/frames.mjpeg",
         pose="results/pose_smooth/{target}.parquet",
         generator="results/models/{target}/generator.pt",
     output:

@@ -5,7 +5,7 @@ checkpoint decode_frames:
     input:
         video=subject_video,
     output:
-        frames="results/frames/{subject}/frames.npy",
+        frames="results/frames/{subject}/frames.mjpeg",
         manifest="results/frames/{subject}/manifest.parquet",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.frames),

@@ -2,7 +2,7 @@
 # merged into the subject's pose table (and DensePose's IUV store). Each step reads the pose section.
 rule extract_pose:
     input:
-        frames="results/frames/{subject}/frames.npy",
+        frames="results/frames/{subject}/frames.mjpeg",
         manifest="results/frames/{subject}/manifest.parquet",
     output:
         chunk=temp("results/pose/chunks/{subject}/{chunk}.npz"),

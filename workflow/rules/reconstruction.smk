@@ -18,7 +18,7 @@ rule evaluate:
             }
         ),
         generator="results/models/{target}/generator.pt",
-        frames="results/frames/{target}/frames.npy",
+        frames="results/frames/{target}/frames.mjpeg",
         pose="results/pose_smooth/{target}.parquet",
     output:
         csv=report(

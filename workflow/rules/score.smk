@@ -8,7 +8,7 @@ rule score_transfer:
     input:
         video="results/transfer/{source}__{target}.mp4",
         pose="results/normalized/{source}__{target}.parquet",
-        target_frames="results/frames/{target}/frames.npy",
+        target_frames="results/frames/{target}/frames.mjpeg",
         target_pose="results/pose_smooth/{target}.parquet",
     output:
         csv=report(

@@ -18,7 +18,7 @@ rule train_generator:
         unpack(iuv_input("target")),
         # train.init_from: base waits for the base model (BASE_MODEL, base.smk)
         unpack(lambda wildcards: {"base": BASE_MODEL} if config["train"]["init_from"] == "base" else {}),
-        frames="results/frames/{target}/frames.npy",
+        frames="results/frames/{target}/frames.mjpeg",
         pose="results/pose_smooth/{target}.parquet",
     output:
         generator="results/models/{target}/generator.pt",

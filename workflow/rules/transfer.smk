@@ -23,7 +23,7 @@ rule transfer:
         ),
         pose="results/normalized/{source}__{target}.parquet",
         generator="results/models/{target}/generator.pt",
-        source_frames="results/frames/{source}/frames.npy",
+        source_frames="results/frames/{source}/frames.mjpeg",
         source_manifest="results/frames/{source}/manifest.parquet",
     output:
         video="results/transfer/{source}__{target}.mp4",
