@@ -58,3 +58,14 @@ def test_transfer_throughput():
     assert float(rows[2]["vs generator"]) == 1  # end to end is compared with what it runs: G and G_f
     summary = re.search(r"end to end / generator \+ face alone: ([0-9.]+)", out)
     assert summary and abs(float(summary[1]) - float(rows[-1]["vs generator"])) <= 0.01
+
+
+def test_store():
+    """The raw and JPEG stores side by side: a tenth of the disk or less is not asserted on a
+    rendered clip (flat colours compress anyway); the figures are finite and the SSIMs close."""
+    out = run("store.py", "--quick")
+    (row,) = table(out)
+    assert int(row["frames"]) == 40 and float(row["x smaller"]) > 1 and 0.97 < float(row["SSIM vs raw"]) <= 1
+    assert float(row["random frames/s"]) > 0 and float(row["pairs/s"]) > 0
+    delta = float(re.search(r"delta ([+-][0-9.]+)", out).group(1))
+    assert abs(delta) < 0.01
