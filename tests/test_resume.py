@@ -7,21 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from steps.prepare.framestore import open_frames, save_frames
 from steps.gan.base import base_config, train_base
 from steps.gan.face import FaceTrainConfig, train_face
 from steps.gan.train import train
 from test_face import TINY as FACE_TINY
 from test_face import dancer  # noqa: F401 (a fixture)
+from test_warm_start import other  # noqa: F401 (a fixture)
 from test_train import LABELS, TINY, cfg, data, read_csv, tiny_render, write_data  # noqa: F401 (data: a fixture)
-
-
-@pytest.fixture(scope="module")
-def other(tmp_path_factory):
-    d = tmp_path_factory.mktemp("other")
-    frames_path, pose_path, pose = write_data(d, n=20)
-    save_frames(255 - open_frames(frames_path)[:], frames_path.parent, fps=10)
-    return frames_path, pose_path, pose
 
 
 def trainer(kind: str, request):
