@@ -81,13 +81,18 @@ def test_rendered_dancer_scores_high_without_a_warning(files):
     assert " evaluate WARNING " not in r.stderr
     df = pd.read_csv(files / "dancer.mp4.csv").set_index("row")
     t, floor = df.loc["transfer"], df.loc["target real frames"]
-    assert t["frames"] == floor["frames"] == 2 * FPS
+    assert t["frames"] == floor["frames"] == FPS  # evaluate.score_stride 2: the detector sees every other frame
     assert t["person_found"] >= 0.9 and floor["person_found"] >= 0.9
     # the keypoints land where the input put them: a few pixels, near the detector's own floor
     assert t["pose_body_px"] < 0.03 * H and t["pose_body_px"] < floor["pose_body_px"] + 3
-    assert t["missed_body"] == 0 and t["n_body"] == 2 * FPS
+    assert t["missed_body"] == 0 and t["n_body"] == FPS
     assert 0.7 < t["temporal_ratio"] < 1.4          # the same frames, through H.264
-    assert re.search(r"^\| transfer \| 20 \| (1\.000|0\.9\d\d) \|", (files / "dancer.mp4.md").read_text(), re.M)
+    assert re.search(r"^\| transfer \| 10 \| (1\.000|0\.9\d\d) \|", (files / "dancer.mp4.md").read_text(), re.M)
+    # every frame scored: the same figures within the detector's frame-to-frame spread
+    r = score_cli(files, "dancer.mp4", "--settings", '{"score_stride": 1}')
+    every = pd.read_csv(files / "dancer.mp4.csv").set_index("row").loc["transfer"]
+    assert every["frames"] == 2 * FPS and abs(every["pose_body_px"] - t["pose_body_px"]) < 1.5
+    assert every["temporal_change"] == pytest.approx(t["temporal_change"])  # every frame in both
 
 
 def test_noise_frames_person_not_found_and_the_warning_printed(files):

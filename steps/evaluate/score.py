@@ -99,13 +99,14 @@ def found_warning(df: pd.DataFrame, min_share: float, video) -> str | None:
 
 
 def score_transfer(video, pose_path, target_frames, target_pose, max_frames: int | None = None, min_conf: float = 0.3,
-                   found_conf: float = 0.5, backend: str = "mediapipe") -> tuple[pd.DataFrame, dict]:
+                   found_conf: float = 0.5, backend: str = "mediapipe", stride: int = 1) -> tuple[pd.DataFrame, dict]:
     """The score of a transfer video generated from the normalized poses `pose_path`, beside the
     detector's floor: as many of the target's real frames (`target_frames`, from the start),
-    resized to the transfer's size, against their pose table `target_pose`. Frames stream: a long
-    video is never held in memory (each is decoded twice: detection, then temporal change)."""
+    resized to the transfer's size, against their pose table `target_pose`. The detector sees
+    every `stride`-th frame of each (the share of frames and distances are means, which a regular
+    sample keeps); temporal change and pose_outside see every frame. Frames stream: a long video
+    is never held in memory (each is decoded twice: detection, then temporal change)."""
     from steps.render.inference import resize_frame
-    from steps.prepare.pose import run_backend
     from steps.prepare.video import probe, read_video
 
     pose, tpose = read_pose(pose_path), read_pose(target_pose)
@@ -119,31 +120,39 @@ def score_transfer(video, pose_path, target_frames, target_pose, max_frames: int
     h, w = info.height, info.width
     n = min(pose.n_frames, max_frames or pose.n_frames)
     m = min(n, len(real))
-    log.info("scoring %d frames of %s (%dx%d) and the detector's floor on %d real frames of %s", n, video, w, h, m,
-             target_frames)
-
-    def real_frames():
-        return (resize_frame(f, h, w) for f in real[:m])
-
+    log.info("scoring every %s of %d frames of %s (%dx%d) and the detector's floor on %d real frames of %s",
+             "frame" if stride == 1 else f"{stride}th frame", n, video, w, h, m, target_frames)
+    sources = (("transfer", lambda: read_video(video, n), pose, n),
+               ("target real frames", lambda: (resize_frame(real[i], h, w) for i in range(m)), tpose, m))
     rows, minutes = [], []
-    for name, frames, p, count in (("transfer", lambda: read_video(video, n), pose, n),
-                                   ("target real frames", real_frames, tpose, m)):
-        det, inp = run_backend(frames(), count, backend=backend), scale_pose_parts(p, slice(0, count), h, w)
+    for name, frames, p, count in sources:
+        det, inp = detect_every(frames(), count, stride, backend), scale_pose_parts(p, slice(0, count, stride), h, w)
         rows.append(score_row(name, det, inp, temporal_change(frames()), min_conf, found_conf))
         if name == "transfer":
-            rows[-1]["pose_outside"] = float(outside_frame(inp["body"], h, w, min_conf).mean())
-            minutes = per_minute(det, inp, pose.meta.fps, h, w, min_conf, found_conf)
+            every = scale_pose_parts(p, slice(0, count), h, w)["body"]
+            rows[-1]["pose_outside"] = float(outside_frame(every, h, w, min_conf).mean())
+            minutes = per_minute(det, inp, pose.meta.fps / stride, h, w, min_conf, found_conf)
         log.info("%s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()})
     facts = {"video": str(video), "frames_total": pose.n_frames, "scored": n, "real_scored": m, "width": w, "height": h,
-             "found_confidence": found_conf, "per_minute": minutes}
+             "found_confidence": found_conf, "per_minute": minutes, "stride": stride}
     return score_table(*rows), facts
+
+
+def detect_every(frames, n: int, stride: int, backend: str) -> dict[str, np.ndarray]:
+    """Keypoints of every `stride`-th of the n `frames` (an iterator), by the pose back end."""
+    from itertools import islice
+
+    from steps.prepare.pose import run_backend
+
+    return run_backend(islice(frames, 0, None, stride), len(range(0, n, stride)), backend=backend)
 
 
 def score_markdown(df: pd.DataFrame, title: str, facts: dict) -> str:
     cols = [c for c in SCORE_COLUMNS if c != "temporal_real"]
     return "\n".join([
         f"# {title}", "",
-        f"{facts['scored']} of the {facts['frames_total']} frames of {facts['video']} at {facts['width']}x{facts['height']}; "
+        f"{facts['scored']} of the {facts['frames_total']} frames of {facts['video']} at {facts['width']}x{facts['height']}"
+        f"{'' if facts.get('stride', 1) == 1 else ', the detector on every %dth' % facts['stride']}; "
         f"the detector's floor on the first {facts['real_scored']} real frames of the target at the same size.", "",
         *markdown_rows(df, cols), "",
         f"person_found: share of frames in which the detector finds both shoulders and both hips (confidence > "
@@ -177,7 +186,7 @@ def main(argv=None) -> None:
     logs.setup()
     try:
         df, facts = score_transfer(a.video, a.pose, a.target_frames, a.target_pose, o["score_max_frames"],
-                                   o["min_confidence"], o["found_confidence"])
+                                   o["min_confidence"], o["found_confidence"], stride=o["score_stride"])
     except ValueError as e:
         sys.exit(f"score_transfer: {e}")
     md = score_markdown(df, a.title or f"Transfer {Path(a.video).stem}", facts)

@@ -114,33 +114,97 @@ def empty_arrays(n_frames: int, meta: PoseMeta, fps: float | None = None) -> Pos
     return PoseArrays(parts, t, meta)
 
 
+JOINTS = [len(PARTS[p]) for p in PART_ORDER]      # per frame, the parts' joints in table order
+ALL_NAMES = list(dict.fromkeys(n for p in PART_ORDER for n in PARTS[p]))
+
+
+ROW_GROUP_FRAMES = 1000  # frames per Parquet row group: reading and writing hold one group's rows at a time
+
+
+def arrow_table(pa_: PoseArrays, lo: int = 0, hi: int | None = None) -> pa.Table:
+    """Frames [lo, hi) of dense arrays -> the long table (frame, part, joint order) as Arrow
+    columns, built straight from the arrays: the frame-major concatenation of the parts is already
+    the table's row order, and part and name are dictionary codes, so a long video costs its
+    numbers, not Python objects."""
+    hi = pa_.n_frames if hi is None else hi
+    pa_ = PoseArrays({k: v[lo:hi] for k, v in pa_.parts.items()}, pa_.time_s[lo:hi], pa_.meta,
+                     None if pa_.filled is None else {k: v[lo:hi] for k, v in pa_.filled.items()})
+    n, per_frame = pa_.n_frames, sum(JOINTS)
+    allp = np.concatenate([pa_.parts[p] for p in PART_ORDER], axis=1).reshape(-1, 3)
+    part_code = np.repeat(np.arange(len(PART_ORDER), dtype=np.int8), JOINTS)
+    joint = np.concatenate([np.arange(j, dtype=np.int16) for j in JOINTS])
+    name_code = np.array([ALL_NAMES.index(nm) for p in PART_ORDER for nm in PARTS[p]], np.int16)
+    cols = {
+        "frame": pa.array(np.repeat(np.arange(lo, lo + n, dtype=np.int32), per_frame)),
+        "time_s": pa.array(np.repeat(pa_.time_s.astype(np.float32), per_frame)),
+        "person": pa.array(np.zeros(n * per_frame, np.int8)),
+        "part": pa.DictionaryArray.from_arrays(pa.array(np.tile(part_code, n)), pa.array(PART_ORDER)),
+        "joint": pa.array(np.tile(joint, n)),
+        "name": pa.DictionaryArray.from_arrays(pa.array(np.tile(name_code, n)), pa.array(ALL_NAMES)),
+        "x": pa.array(allp[:, 0].astype(np.float32)),
+        "y": pa.array(allp[:, 1].astype(np.float32)),
+        "confidence": pa.array(np.nan_to_num(allp[:, 2]).astype(np.float32)),
+    }
+    if pa_.filled is not None:
+        cols["filled"] = pa.array(np.concatenate([pa_.filled[p] for p in PART_ORDER], axis=1).reshape(-1))
+    return pa.table(cols)
+
+
 def arrays_to_table(pa_: PoseArrays) -> pd.DataFrame:
-    """Dense arrays -> long table sorted by frame, part, joint."""
-    n = pa_.n_frames
-    blocks = []
-    for part in PART_ORDER:
-        arr = pa_.parts[part]
-        j = arr.shape[1]
-        block = {
-            "frame": np.repeat(np.arange(n, dtype=np.int32), j),
-            "time_s": np.repeat(pa_.time_s.astype(np.float32), j),
-            "person": np.zeros(n * j, np.int8),
-            "part": np.full(n * j, part, dtype=object),
-            "joint": np.tile(np.arange(j, dtype=np.int16), n),
-            "name": np.tile(np.array(PARTS[part], dtype=object), n),
-            "x": arr[..., 0].reshape(-1).astype(np.float32),
-            "y": arr[..., 1].reshape(-1).astype(np.float32),
-            "confidence": np.nan_to_num(arr[..., 2].reshape(-1)).astype(np.float32),
-        }
-        if pa_.filled is not None:
-            block["filled"] = pa_.filled[part].reshape(-1)
-        blocks.append(pd.DataFrame(block))
-    df = pd.concat(blocks, ignore_index=True)
-    df["part"] = pd.Categorical(df["part"], categories=PART_ORDER)
-    all_names = list(dict.fromkeys(n for p in PART_ORDER for n in PARTS[p]))
-    df["name"] = pd.Categorical(df["name"], categories=all_names)
-    order = np.lexsort((df["joint"].to_numpy(), df["part"].cat.codes.to_numpy(), df["frame"].to_numpy()))
-    return df.iloc[order].reset_index(drop=True)
+    """Dense arrays -> long table sorted by frame, part, joint (pandas)."""
+    return arrow_table(pa_).to_pandas()
+
+
+def _canonical_block(table: pa.Table, lo: int):
+    """(x, y, confidence as (frames, joints of all parts, 3), filled or None, time_s) of a block of
+    rows that starts at frame `lo` in this pipeline's own row order; None for any other order."""
+    per_frame = sum(JOINTS)
+    if table.num_rows % per_frame or any(c not in table.column_names for c in COLUMNS):
+        return None
+    n = table.num_rows // per_frame
+    part = table.column("part").combine_chunks()
+    if not isinstance(part, pa.DictionaryArray):
+        return None
+    lookup = np.array([PART_ORDER.index(d) if d in PART_ORDER else -1 for d in part.dictionary.to_pylist()], np.int8)
+    codes = lookup[part.indices.to_numpy(zero_copy_only=False)].reshape(n, per_frame)
+    frame = table.column("frame").to_numpy().reshape(n, per_frame)
+    joint = table.column("joint").to_numpy().reshape(n, per_frame)
+    if not (np.array_equal(frame, np.repeat(np.arange(lo, lo + n)[:, None], per_frame, 1))
+            and np.array_equal(joint, np.broadcast_to(np.concatenate([np.arange(j) for j in JOINTS]), frame.shape))
+            and np.array_equal(codes, np.broadcast_to(np.repeat(np.arange(len(PART_ORDER)), JOINTS), frame.shape))):
+        return None
+    xyc = np.stack([table.column(c).to_numpy().astype(np.float32) for c in ("x", "y", "confidence")], -1)
+    filled = None
+    if "filled" in table.column_names:
+        filled = table.column("filled").to_numpy(zero_copy_only=False).astype(bool).reshape(n, per_frame)
+    return xyc.reshape(n, per_frame, 3), filled, table.column("time_s").to_numpy()[::per_frame]
+
+
+def canonical_arrays(path, meta: PoseMeta) -> PoseArrays | None:
+    """The arrays of a table written in this pipeline's own row order (frame, part, joint; every
+    joint of every frame), filled one Parquet row group at a time, so reading holds the arrays and
+    one group's rows; None for any other layout (read_pose then takes the general path)."""
+    f = pq.ParquetFile(path)
+    per_frame, rows = sum(JOINTS), f.metadata.num_rows
+    if rows == 0 or rows % per_frame:
+        return None
+    n, edges = rows // per_frame, np.cumsum([0, *JOINTS])
+    parts = {p: np.empty((n, j, 3), np.float32) for p, j in zip(PART_ORDER, JOINTS)}
+    has_filled = "filled" in f.schema_arrow.names
+    filled = {p: np.empty((n, j), bool) for p, j in zip(PART_ORDER, JOINTS)} if has_filled else None
+    time_s, lo = np.empty(n, np.float32), 0
+    for g in range(f.num_row_groups):
+        block = _canonical_block(f.read_row_group(g), lo)
+        if block is None:
+            return None
+        xyc, fill, t = block
+        hi = lo + len(xyc)
+        for k, p in enumerate(PART_ORDER):
+            parts[p][lo:hi] = xyc[:, edges[k]:edges[k + 1]]
+            if has_filled:
+                filled[p][lo:hi] = fill[:, edges[k]:edges[k + 1]]
+        time_s[lo:hi], lo = t, hi
+    return PoseArrays(parts, time_s, meta, filled)
 
 
 def table_to_arrays(df: pd.DataFrame, meta: PoseMeta, source: str = "<table>") -> PoseArrays:
@@ -175,11 +239,11 @@ def validate_table(df: pd.DataFrame, source: str = "<table>") -> None:
 
 
 def write_pose(pa_: PoseArrays, path: str | os.PathLike) -> None:
-    df = arrays_to_table(pa_)
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: pa_.meta.to_json()})
-    with atomic_output(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    schema = arrow_table(pa_, 0, 0).schema
+    schema = schema.with_metadata({**(schema.metadata or {}), META_KEY: pa_.meta.to_json()})
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+        for lo in range(0, max(1, pa_.n_frames), ROW_GROUP_FRAMES):
+            w.write_table(arrow_table(pa_, lo, lo + ROW_GROUP_FRAMES).cast(schema))
 
 
 def read_meta(path: str | os.PathLike) -> PoseMeta:
@@ -193,4 +257,7 @@ def read_pose(path: str | os.PathLike) -> PoseArrays:
     if not Path(path).exists():
         raise FileNotFoundError(f"pose table {path} does not exist")
     meta = read_meta(path)
+    arrays = canonical_arrays(path, meta)
+    if arrays is not None:
+        return arrays
     return table_to_arrays(pd.read_parquet(path), meta, str(path))

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from steps import logs
-from steps.prepare.posetable import PoseArrays, read_pose, write_pose
+from steps.prepare.posetable import PoseArrays, PoseMeta, read_pose, write_pose
 from steps.settings import section
 
 
@@ -47,15 +47,29 @@ def fill_gaps(series: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]
     return out, mask
 
 
+BLOCK = 1024  # frames per block of a running filter: its window copies stay this size on a long video
+
+
+def _running(padded: np.ndarray, n: int, width: int, reduce) -> np.ndarray:
+    """reduce(windows) over each of the n centred windows of `width` rows of `padded` (n + width - 1
+    rows), block by block: (block, K, width) at a time, never the whole video's windows."""
+    out = None
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
+        part = reduce(np.lib.stride_tricks.sliding_window_view(padded[lo:hi + width - 1], width, axis=0))
+        out = np.empty((n, *part.shape[1:]), part.dtype) if out is None else out
+        out[lo:hi] = part
+    return out
+
+
 def median_smooth(series: np.ndarray, window: int) -> np.ndarray:
     """Centred running median over `window` frames that ignores NaN; NaN stays NaN."""
     if window <= 1 or len(series) == 0:
         return series.copy()
     r = window // 2
     padded = np.pad(series, ((r, r), (0, 0)), constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # (T, K, window)
     with np.errstate(all="ignore"), _quiet():
-        med = np.nanmedian(windows, axis=-1)
+        med = _running(padded, len(series), window, lambda w: np.nanmedian(w, axis=-1))
     return np.where(np.isfinite(series), med, np.nan)
 
 
@@ -67,10 +81,8 @@ def gaussian_smooth(series: np.ndarray, sigma: float) -> np.ndarray:
     kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     seen = np.isfinite(series)
     vals = np.where(seen, series, 0.0)
-    padded_v = np.pad(vals, ((r, r), (0, 0)))
-    padded_w = np.pad(seen.astype(float), ((r, r), (0, 0)))
-    num = np.lib.stride_tricks.sliding_window_view(padded_v, 2 * r + 1, axis=0) @ kernel
-    den = np.lib.stride_tricks.sliding_window_view(padded_w, 2 * r + 1, axis=0) @ kernel
+    num = _running(np.pad(vals, ((r, r), (0, 0))), len(series), 2 * r + 1, lambda w: w @ kernel)
+    den = _running(np.pad(seen.astype(float), ((r, r), (0, 0))), len(series), 2 * r + 1, lambda w: w @ kernel)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(seen, num / den, np.nan)
 
@@ -114,39 +126,56 @@ class _quiet:
 def smooth_pose(pose: PoseArrays, method: str = "median", window: int = 5, sigma: float = 1.0,
                 max_gap: int = 5, min_confidence: float = 0.3, one_euro_min_cutoff: float = 1.0,
                 one_euro_beta: float = 0.05) -> PoseArrays:
-    out = pose.copy()
-    out.filled = {}
+    if method not in ("median", "gaussian", "one_euro", "none"):
+        raise ValueError(f"unknown smoothing method {method!r}")
+    # every part is replaced below: no copy of the input's arrays (a long video's poses are large)
+    out = PoseArrays({}, pose.time_s.copy(), PoseMeta(**{**pose.meta.__dict__, "extra": dict(pose.meta.extra)}), {})
+    args = (method, window, sigma, max_gap, min_confidence, pose.meta.fps, one_euro_min_cutoff, one_euro_beta)
+    # Filling and the running filters only look max_gap + their radius frames away, so a long video
+    # is smoothed in blocks of BLOCK frames with that margin, the same result with block-sized
+    # working copies; One-Euro carries its state through the whole video and runs in one piece.
+    margin = max_gap + 2 + max(window // 2, int(round(3 * sigma)))
     for part, arr in pose.parts.items():
-        n, j, _ = arr.shape
-        conf = arr[..., 2]
-        seen = conf >= min_confidence
-        xy = np.where(seen[..., None], arr[..., :2], np.nan).reshape(n, j * 2)
-        xy, filled = fill_gaps(xy, max_gap)
-        filled = filled.reshape(n, j, 2).any(axis=-1)
-        c = np.where(seen, conf, np.nan)
-        # a filled point is only as sure as the weaker of its two neighbours
-        c_low = np.fmin(_ffill(c), _ffill(c[::-1])[::-1])
-        c = np.where(seen, conf, np.where(filled, c_low, 0.0))
-        if method == "median":
-            xy = median_smooth(xy, window)
-        elif method == "gaussian":
-            xy = gaussian_smooth(xy, sigma)
-        elif method == "one_euro":
-            xy = one_euro(xy, pose.meta.fps, one_euro_min_cutoff, one_euro_beta)
-        elif method != "none":
-            raise ValueError(f"unknown smoothing method {method!r}")
-        xy = xy.reshape(n, j, 2)
-        missing = ~np.isfinite(xy).all(axis=-1)
-        out.parts[part] = np.concatenate([xy, np.where(missing, 0.0, c)[..., None]], axis=-1).astype(np.float32)
-        out.filled[part] = filled & ~missing
+        n = len(arr)
+        blocks = [(0, n)] if method == "one_euro" else [(lo, min(n, lo + BLOCK)) for lo in range(0, max(n, 1), BLOCK)]
+        out.parts[part] = np.empty(arr.shape, np.float32)
+        out.filled[part] = np.empty(arr.shape[:2], bool)
+        for lo, hi in blocks:
+            a, b = max(0, lo - margin), min(n, hi + margin)
+            smoothed, filled = _smooth_part(arr[a:b], *args)
+            out.parts[part][lo:hi], out.filled[part][lo:hi] = smoothed[lo - a:hi - a], filled[lo - a:hi - a]
     out.meta.extra["smoothing"] = {"method": method, "window": window, "sigma": sigma,
                                    "max_gap": max_gap, "min_confidence": min_confidence}
     return out
 
 
+def _smooth_part(arr: np.ndarray, method: str, window: int, sigma: float, max_gap: int, min_confidence: float,
+                 fps: float, one_euro_min_cutoff: float, one_euro_beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """One part's (frames, joints, 3) keypoints smoothed and gap-filled: (the keypoints, filled)."""
+    n, j, _ = arr.shape
+    conf = arr[..., 2]
+    seen = conf >= min_confidence
+    xy = np.where(seen[..., None], arr[..., :2], np.nan).reshape(n, j * 2)
+    xy, filled = fill_gaps(xy, max_gap)
+    filled = filled.reshape(n, j, 2).any(axis=-1)
+    c = np.where(seen, conf, np.nan)
+    # a filled point is only as sure as the weaker of its two neighbours
+    c_low = np.fmin(_ffill(c), _ffill(c[::-1])[::-1])
+    c = np.where(seen, conf, np.where(filled, c_low, 0.0))
+    if method == "median":
+        xy = median_smooth(xy, window)
+    elif method == "gaussian":
+        xy = gaussian_smooth(xy, sigma)
+    elif method == "one_euro":
+        xy = one_euro(xy, fps, one_euro_min_cutoff, one_euro_beta)
+    xy = xy.reshape(n, j, 2)
+    missing = ~np.isfinite(xy).all(axis=-1)
+    return np.concatenate([xy, np.where(missing, 0.0, c)[..., None]], axis=-1).astype(np.float32), filled & ~missing
+
+
 def _ffill(a: np.ndarray) -> np.ndarray:
     """Forward-fill NaN along axis 0."""
-    idx = np.where(np.isfinite(a), np.arange(len(a))[:, None], 0)
+    idx = np.where(np.isfinite(a), np.arange(len(a), dtype=np.int32)[:, None], 0)
     np.maximum.accumulate(idx, axis=0, out=idx)
     out = np.take_along_axis(a, idx, axis=0)
     return out
