@@ -81,3 +81,27 @@ def test_face_and_hand_gaps_are_filled_like_body_gaps():
         np.testing.assert_allclose(arr[4:7, :, 0], np.repeat(track[4:7, None], arr.shape[1], 1), atol=1e-4)
         assert out.filled[part][4:7].all() and out.filled[part].sum() == 3 * arr.shape[1]
         assert (arr[4:7, :, 2] == pose.parts[part][3, 0, 2]).all()
+
+
+@pytest.mark.parametrize("method", ["median", "gaussian", "one_euro", "none"])
+def test_a_long_video_smoothed_block_by_block_from_its_file_equals_the_whole_at_once(method, tmp_path):
+    """2,500 frames with gaps across the blocks' edges: smooth_pose's rule (PoseFile read block by
+    block with its margin, PoseWriter) writes exactly what one pass over the whole video gives."""
+    from test_posetable import random_pose
+
+    from steps.prepare.smooth import BLOCK, _smooth_part, main
+
+    pose = random_pose(2500, seed=7)
+    for part, arr in pose.parts.items():
+        for t in (BLOCK - 2, 2 * BLOCK + 1, 1500):  # gaps of 3 frames straddling block edges
+            arr[t:t + 3] = [np.nan, np.nan, 0]
+    write_pose(pose, tmp_path / "in.parquet")
+    main(["--pose", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "out.parquet"),
+          "--settings", f'{{"method": "{method}"}}'])
+    out = read_pose(tmp_path / "out.parquet")
+    assert out.meta.extra["smoothing"]["method"] == method
+    for part, arr in pose.parts.items():
+        want, filled = _smooth_part(arr, slice(None), method, 5, 1.0, 5, 0.3, 15.0, 1.0, 0.05, {})
+        np.testing.assert_array_equal(out.parts[part], want)
+        np.testing.assert_array_equal(out.filled[part], filled)
+        assert filled[BLOCK - 2:BLOCK + 1].any()  # the gap across the first block's edge was filled

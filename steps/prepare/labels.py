@@ -209,7 +209,7 @@ def main(argv=None):
 
     from tqdm import tqdm
 
-    from steps.prepare.posetable import read_pose
+    from steps.prepare.posetable import PoseFile
     from steps.prepare.video import write_video
     from steps.settings import section
 
@@ -221,19 +221,20 @@ def main(argv=None):
     a = ap.parse_args(argv)
     logs.setup()
     c = section("labels", json.loads(a.settings))
-    pose = read_pose(a.pose)
-    h, w = pose.meta.height, pose.meta.width
+    pose = PoseFile(a.pose)  # block by block: a long video's poses are not held whole
+    h, w, n = pose.meta.height, pose.meta.width, pose.n_frames
     iuv = np.load(a.iuv, mmap_mode="r") if a.iuv else None
-    if iuv is not None and len(iuv) != pose.n_frames:
-        raise SystemExit(f"{a.iuv} has {len(iuv)} IUV images but {a.pose} has {pose.n_frames} frames")
+    if iuv is not None and len(iuv) != n:
+        raise SystemExit(f"{a.iuv} has {len(iuv)} IUV images but {a.pose} has {n} frames")
 
-    def frame(i):
-        lab = render_label_map(pose, i, h, w, c["thickness"], c["face"], c["hands"])
-        # previews show the IUV under the skeleton: the generator's extra channels can't be shown as RGB
-        return lab if iuv is None else label_map_with_iuv(lab, np.asarray(iuv[i]), "overlay")
+    def frames():
+        for lo, block in pose.blocks():
+            for i in range(block.n_frames):
+                lab = render_label_map(block, i, h, w, c["thickness"], c["face"], c["hands"])
+                # previews show the IUV under the skeleton: the generator's extra channels can't be shown as RGB
+                yield lab if iuv is None else label_map_with_iuv(lab, np.asarray(iuv[lo + i]), "overlay")
 
-    frames = (frame(i) for i in tqdm(range(pose.n_frames), desc=f"labels {pose.meta.subject}", unit="frame"))
-    write_video(a.out, frames, pose.meta.fps)
+    write_video(a.out, tqdm(frames(), total=n, desc=f"labels {pose.meta.subject}", unit="frame"), pose.meta.fps)
 
 
 if __name__ == "__main__":

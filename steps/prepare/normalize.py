@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from steps import logs
-from steps.prepare.posetable import PoseArrays, read_pose, write_pose
+from steps.prepare.posetable import InMemoryPose, PoseArrays, PoseFile, PoseMeta, PoseWriter, concat_frames
 from steps.prepare.shots import body_track, describe_ranges, detect_shots, runs
 from steps.settings import section
 from steps.prepare.smooth import median_smooth
@@ -165,11 +165,32 @@ def shot_mapping(table: pd.DataFrame, src: SubjectStats, tgt: SubjectStats, fit:
     return *paper_params(toe, src, tgt, smooth_window), anchor, info
 
 
-def normalize(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_window: int = 1,
-              horizontal: str = "anchor", min_conf: float = 0.3,
-              shots: list[tuple[int, int]] | None = None, fit: ShotFit = ShotFit()) -> PoseArrays:
-    """The source's poses in the target's frame. `shots`: frame ranges covering the video, each
-    mapped on its own statistics; None or a single one: the whole video with `src` (global)."""
+@dataclass
+class Mapping:
+    """Per source frame: scale about the foot (x: about the anchor), the foot's y before and after,
+    the anchor's x before and after."""
+    scale: np.ndarray
+    foot: np.ndarray
+    new_foot: np.ndarray
+    ax_s: np.ndarray
+    ax_t: np.ndarray
+
+    def apply(self, block: PoseArrays, lo: int = 0) -> PoseArrays:
+        """The frames of `block` (frames lo, lo + 1, ... of the source) mapped, as new arrays."""
+        sl = slice(lo, lo + block.n_frames)
+        out, s = block.copy(), self.scale[sl, None]
+        for arr in out.parts.values():
+            arr[..., 0] = self.ax_t[sl, None] + s * (arr[..., 0] - self.ax_s[sl, None])
+            arr[..., 1] = self.new_foot[sl, None] + s * (arr[..., 1] - self.foot[sl, None])
+        return out
+
+
+def fit_mapping(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_window: int = 1,
+                horizontal: str = "anchor", min_conf: float = 0.3,
+                shots: list[tuple[int, int]] | None = None, fit: ShotFit = ShotFit()) -> tuple[Mapping, list]:
+    """The mapping of every frame from the source's bodies (`source` needs only its body part),
+    and what was fitted per shot. `shots`: frame ranges covering the video, each mapped on its own
+    statistics; None or a single one: the whole video with `src` (global)."""
     if horizontal not in ("anchor", "keep"):
         raise ValueError(f"horizontal must be 'anchor' or 'keep', not {horizontal!r}")
     frame = per_frame(source, min_conf)
@@ -190,17 +211,25 @@ def normalize(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_w
         scale[a:b], offset[a:b], foot[a:b], ax_s[a:b] = sc, of, ft, ax
         infos.append({**info, "scale_range": [float(np.min(sc)), float(np.max(sc))] if b > a else []})
     ax_t = np.full(n, tgt.anchor_x) if horizontal == "anchor" else ax_s / src.width * tgt.width
-    new_foot = foot + offset
-    out = source.copy()
-    s = scale[:, None]
-    for part, arr in out.parts.items():
-        arr[..., 0] = ax_t[:, None] + s * (arr[..., 0] - ax_s[:, None])
-        arr[..., 1] = new_foot[:, None] + s * (arr[..., 1] - foot[:, None])
-    out.meta.subject = f"{src.subject}__{tgt.subject}"
-    out.meta.width, out.meta.height = tgt.width, tgt.height
-    out.meta.extra.update(source=src.subject, target=tgt.subject, horizontal=horizontal,
-                          smooth_window=smooth_window, shots=infos,
-                          scale_range=[float(np.min(scale)), float(np.max(scale))] if n else [])
+    return Mapping(scale, foot, foot + offset, ax_s, ax_t), infos
+
+
+def normalized_meta(meta: PoseMeta, src: SubjectStats, tgt: SubjectStats, m: Mapping, infos: list,
+                    horizontal: str, smooth_window: int) -> PoseMeta:
+    out = PoseMeta(**{**meta.__dict__, "extra": dict(meta.extra)})
+    out.subject, out.width, out.height = f"{src.subject}__{tgt.subject}", tgt.width, tgt.height
+    out.extra.update(source=src.subject, target=tgt.subject, horizontal=horizontal, smooth_window=smooth_window,
+                     shots=infos, scale_range=[float(np.min(m.scale)), float(np.max(m.scale))] if len(m.scale) else [])
+    return out
+
+
+def normalize(source: PoseArrays, src: SubjectStats, tgt: SubjectStats, smooth_window: int = 1,
+              horizontal: str = "anchor", min_conf: float = 0.3,
+              shots: list[tuple[int, int]] | None = None, fit: ShotFit = ShotFit()) -> PoseArrays:
+    """The source's poses in the target's frame (fit_mapping, applied to every part)."""
+    m, infos = fit_mapping(source, src, tgt, smooth_window, horizontal, min_conf, shots, fit)
+    out = m.apply(source)
+    out.meta = normalized_meta(source.meta, src, tgt, m, infos, horizontal, smooth_window)
     return out
 
 
@@ -240,34 +269,54 @@ def keep_inside(pose: PoseArrays, min_conf: float = 0.3,
     return out, moved, has & (need < min_scale)
 
 
-def normalize_source(pose: PoseArrays, src: SubjectStats, tgt: SubjectStats, c: dict,
-                     stats_c: dict) -> tuple[PoseArrays, dict]:
+def normalize_source(pose, src: SubjectStats, tgt: SubjectStats, c: dict, stats_c: dict,
+                     sink=None) -> tuple[PoseArrays | None, dict]:
     """What normalize_pose does with the config's normalize and stats sections: the shots found,
-    each normalized, kept inside the frame; and a report of it (the --shots JSON)."""
-    min_conf = stats_c["min_confidence"]
+    each normalized, kept inside the frame; and a report of it (the --shots JSON). `pose`: arrays,
+    or a PoseFile read block by block (the mapping is fitted on its bodies alone) into `sink` (a
+    PoseWriter, whose meta is set here); with no sink, the normalized arrays are returned."""
+    reader = pose if isinstance(pose, PoseFile) else InMemoryPose(pose)
+    min_conf, body = stats_c["min_confidence"], reader.read(parts=["body"])
     fit = ShotFit(c["shot_min_fit_frames"], c["shot_min_span"], stats_c["far_percentile"],
                   stats_c["close_percentile"], stats_c["band"])
     shots = None
     if c["shots"] == "auto":
-        shots = detect_shots(pose.parts["body"], min_conf, c["shot_window"], c["shot_scale_jump"],
+        shots = detect_shots(body.parts["body"], min_conf, c["shot_window"], c["shot_scale_jump"],
                              c["shot_move_jump"])
-    out = normalize(pose, src, tgt, c["smooth_window"], c["horizontal"], min_conf, shots, fit)
-    report = {"source": src.subject, "target": tgt.subject, "frames": pose.n_frames,
-              "shots": out.meta.extra["shots"]}
-    if len(report["shots"]) > 1:
-        log.info("%s: %d shots, each normalized on its own statistics: %s", src.subject, len(report["shots"]),
-                 ", ".join(f"{s['start']}-{s['end'] - 1} {s['mapping']}" for s in report["shots"]))
+    m, infos = fit_mapping(body, src, tgt, c["smooth_window"], c["horizontal"], min_conf, shots, fit)
+    meta = normalized_meta(reader.meta, src, tgt, m, infos, c["horizontal"], c["smooth_window"])
+    report = {"source": src.subject, "target": tgt.subject, "frames": reader.n_frames, "shots": infos}
+    if len(infos) > 1:
+        log.info("%s: %d shots, each normalized on its own statistics: %s", src.subject, len(infos),
+                 ", ".join(f"{s['start']}-{s['end'] - 1} {s['mapping']}" for s in infos))
+    blocks, masks = [], []
+    if sink is not None:
+        sink.meta = meta
+    for lo, block in reader.blocks():
+        out = m.apply(block, lo)
+        out.meta = meta
+        if c["keep_inside"]:
+            out, moved, outside = keep_inside(out, min_conf, c["inside_min_scale"])
+            masks.append((moved, outside))
+        sink.write(out) if sink is not None else blocks.append(out)
     if c["keep_inside"]:
-        out, moved, outside = keep_inside(out, min_conf, c["inside_min_scale"])
-        report["inside"] = {"frames_moved": int(moved.sum()), "moved": runs(moved),
-                            "frames_outside": int(outside.sum()), "outside": runs(outside)}
-        out.meta.extra["inside"] = {k: report["inside"][k] for k in ("frames_moved", "frames_outside")}
-        if outside.any():
-            log.warning("%s onto %s: the normalized pose cannot be kept inside the %dx%d frame in %d of %d "
-                        "frames, larger than the frame even shrunk to normalize.inside_min_scale %g: frames %s",
-                        src.subject, tgt.subject, tgt.width, tgt.height, outside.sum(), pose.n_frames,
-                        c["inside_min_scale"], describe_ranges(runs(outside), pose.meta.fps))
-    return out, report
+        inside_report(report, meta, masks, reader.n_frames, src, tgt, c["inside_min_scale"])
+    return (concat_frames(blocks, meta) if blocks else None), report
+
+
+def inside_report(report: dict, meta: PoseMeta, masks: list, n: int, src: SubjectStats, tgt: SubjectStats,
+                  min_scale: float) -> None:
+    """keep_inside's frames moved and still outside, in the report and the metadata; a warning
+    naming the frames that could not be kept inside."""
+    moved, outside = (np.concatenate([mk[i] for mk in masks]) if masks else np.zeros(0, bool) for i in (0, 1))
+    report["inside"] = {"frames_moved": int(moved.sum()), "moved": runs(moved),
+                        "frames_outside": int(outside.sum()), "outside": runs(outside)}
+    meta.extra["inside"] = {k: report["inside"][k] for k in ("frames_moved", "frames_outside")}
+    if outside.any():
+        log.warning("%s onto %s: the normalized pose cannot be kept inside the %dx%d frame in %d of %d "
+                    "frames, larger than the frame even shrunk to normalize.inside_min_scale %g: frames %s",
+                    src.subject, tgt.subject, tgt.width, tgt.height, outside.sum(), n, min_scale,
+                    describe_ranges(runs(outside), meta.fps))
 
 
 def main(argv=None):
@@ -284,12 +333,12 @@ def main(argv=None):
     logs.setup()
     c = section("normalize", json.loads(a.settings))
     stats_c = section("stats", json.loads(a.stats_settings))
-    out, report = normalize_source(read_pose(a.pose), load_stats(a.source_stats), load_stats(a.target_stats),
-                                   c, stats_c)
-    write_pose(out, a.out)
+    pose = PoseFile(a.pose)
+    with PoseWriter(a.out, pose.meta) as w:
+        _, report = normalize_source(pose, load_stats(a.source_stats), load_stats(a.target_stats), c, stats_c, w)
     if a.shots:
         write_json(report, a.shots)
-    print(f"{a.out}: {len(report['shots'])} shot(s), scale range {out.meta.extra['scale_range']}", file=sys.stderr)
+    print(f"{a.out}: {len(report['shots'])} shot(s), scale range {w.meta.extra['scale_range']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

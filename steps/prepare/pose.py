@@ -22,7 +22,7 @@ from steps.prepare.backends import BackendUnavailable, get_backend
 from steps.prepare.backends.options import backend_options
 from steps.atomic import atomic_output
 from steps.prepare.frames import native_frames, read_manifest_meta, working_geometry
-from steps.prepare.posetable import PARTS, B, PoseArrays, PoseMeta, write_pose
+from steps.prepare.posetable import PARTS, B, PoseArrays, PoseMeta, PoseWriter
 from steps.prepare.video import VideoError
 
 
@@ -159,19 +159,30 @@ def person_identities(body: np.ndarray, max_jump: float = 0.5) -> np.ndarray:
     return ids
 
 
-def keep_main_person(pose: PoseArrays, max_jump: float = 0.5) -> tuple[PoseArrays, dict]:
-    """Keep the person tracked in the most frames; frames showing anyone else become missing."""
-    ids = person_identities(pose.parts["body"], max_jump)
+def main_person(body: np.ndarray, max_jump: float = 0.5) -> tuple[np.ndarray, dict]:
+    """The frames showing anyone but the person tracked in the most frames (bool per frame), and
+    how many identities were seen: from the bodies alone, so a long video's tracking is small."""
+    ids = person_identities(body, max_jump)
     counts = np.bincount(ids[ids >= 0]) if (ids >= 0).any() else np.zeros(0, int)
     info = {"identities": int(len(counts)), "frames_per_identity": counts.tolist()}
-    if len(counts) <= 1:
-        return pose, info
-    others = (ids >= 0) & (ids != int(np.argmax(counts)))
+    others = (ids >= 0) & (ids != int(np.argmax(counts))) if len(counts) > 1 else np.zeros(len(body), bool)
+    if len(counts) > 1:
+        info["frames_dropped"] = int(others.sum())
+    return others, info
+
+
+def drop_frames(pose: PoseArrays, frames: np.ndarray) -> PoseArrays:
+    """Make every point of the frames `frames` (bool per frame) missing, in place."""
     for arr in pose.parts.values():
-        arr[others, :, :2] = np.nan
-        arr[others, :, 2] = 0
-    info["frames_dropped"] = int(others.sum())
-    return pose, info
+        arr[frames, :, :2] = np.nan
+        arr[frames, :, 2] = 0
+    return pose
+
+
+def keep_main_person(pose: PoseArrays, max_jump: float = 0.5) -> tuple[PoseArrays, dict]:
+    """Keep the person tracked in the most frames; frames showing anyone else become missing."""
+    others, info = main_person(pose.parts["body"], max_jump)
+    return drop_frames(pose, others), info
 
 
 HAND_WRISTS = {"left_hand": "LWrist", "right_hand": "RWrist"}
@@ -199,25 +210,41 @@ def drop_stray_hands(pose: PoseArrays, max_offset: float = 0.5) -> tuple[PoseArr
 
 
 def merge_chunks(chunks: list[str], meta: PoseMeta, min_person_rate: float, video: str,
-                 max_hand_offset: float) -> PoseArrays:
-    loaded = sorted((np.load(c) for c in chunks), key=lambda z: int(z["start"]))
-    expected = 0
-    for z in loaded:
-        if int(z["start"]) != expected:
+                 max_hand_offset: float, out) -> dict:
+    """The chunks joined into the pose table at `out`, one chunk in memory at a time: the person
+    is tracked over the whole video from the bodies alone, then each chunk has the frames of
+    anyone else made missing and its stray hands dropped, and is written. Returns the detection
+    rates (also in the table's metadata). Nothing is written when there is no person."""
+    loaded = sorted((int(np.load(c)["start"]), c) for c in chunks)
+    bodies, expected = [], 0
+    for start, c in loaded:
+        if start != expected:
             raise ValueError(f"pose chunks of {meta.subject!r} do not tile the video: gap at frame {expected}")
-        expected += len(z["body"])
-    parts = {p: np.concatenate([z[p] for z in loaded]) for p in PARTS}
-    pose = PoseArrays(parts, np.arange(expected, dtype=np.float32) / np.float32(meta.fps), meta)
-    pose, meta.extra["main_person"] = keep_main_person(pose)
-    pose, meta.extra["stray_hands_dropped"] = drop_stray_hands(pose, max_hand_offset)
-    if "read_size" in loaded[0].files:
-        meta.extra["detected_at"] = loaded[0]["read_size"].tolist()
-    rate = detection_rates(pose)["person"]
+        bodies.append(np.load(c)["body"])
+        expected += len(bodies[-1])
+    body = np.concatenate(bodies)
+    others, meta.extra["main_person"] = main_person(body)
+    body[others] = [np.nan, np.nan, 0]
+    rate = float((body[..., 2].max(axis=1) > 0).mean()) if expected else 0.0
     if rate == 0 or rate < min_person_rate:
         raise NoPersonError(
             f"subject {meta.subject!r}: a person was detected in {rate:.0%} of the {expected} frames of "
             f"{video or 'its video'} (need at least {max(min_person_rate, 1e-9):.0%}); is there a person in it?")
-    return pose
+    z0 = np.load(loaded[0][1])
+    if "read_size" in z0.files:
+        meta.extra["detected_at"] = z0["read_size"].tolist()
+    stray, rates = dict.fromkeys(HAND_WRISTS, 0), {}
+    with PoseWriter(out, meta) as w:
+        for (start, c), b in zip(loaded, bodies):
+            z, n = np.load(c), len(b)
+            block = PoseArrays({p: z[p] for p in PARTS}, np.arange(start, start + n, dtype=np.float32)
+                               / np.float32(meta.fps), meta)
+            block, dropped = drop_stray_hands(drop_frames(block, others[start:start + n]), max_hand_offset)
+            stray = {k: stray[k] + v for k, v in dropped.items()}
+            rates = {k: rates.get(k, 0.0) + v * n / expected for k, v in detection_rates(block).items()}
+            w.write(block)
+        meta.extra.update(stray_hands_dropped=stray, detection_rates=rates)
+    return rates
 
 
 def main(argv=None):
@@ -262,12 +289,10 @@ def main(argv=None):
     meta = PoseMeta(subject=a.subject, width=vmeta["width"], height=vmeta["height"],
                     fps=vmeta["fps"], backend=c["backend"], extra={"video": vmeta["video"]})
     try:
-        pose = merge_chunks(a.chunks, meta, c["min_person_rate"], vmeta["video"], c["max_hand_offset"])
+        rates = merge_chunks(a.chunks, meta, c["min_person_rate"], vmeta["video"], c["max_hand_offset"], a.out)
     except (NoPersonError, ValueError) as e:
         sys.exit(f"merge_pose: {e}")
-    meta.extra["detection_rates"] = detection_rates(pose)
-    write_pose(pose, a.out)
-    print(f"{a.out}: {pose.n_frames} frames, detection rates {meta.extra['detection_rates']}", file=sys.stderr)
+    print(f"{a.out}: detection rates {rates}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ JOINTS = [len(PARTS[p]) for p in PART_ORDER]      # per frame, the parts' joints
 ALL_NAMES = list(dict.fromkeys(n for p in PART_ORDER for n in PARTS[p]))
 
 
-ROW_GROUP_FRAMES = 1000  # frames per Parquet row group: reading and writing hold one group's rows at a time
+ROW_GROUP_FRAMES = 500  # frames per Parquet row group: reading and writing hold one group's rows at a time
 
 
 def arrow_table(pa_: PoseArrays, lo: int = 0, hi: int | None = None) -> pa.Table:
@@ -180,31 +180,102 @@ def _canonical_block(table: pa.Table, lo: int):
     return xyc.reshape(n, per_frame, 3), filled, table.column("time_s").to_numpy()[::per_frame]
 
 
-def canonical_arrays(path, meta: PoseMeta) -> PoseArrays | None:
-    """The arrays of a table written in this pipeline's own row order (frame, part, joint; every
-    joint of every frame), filled one Parquet row group at a time, so reading holds the arrays and
-    one group's rows; None for any other layout (read_pose then takes the general path)."""
-    f = pq.ParquetFile(path)
-    per_frame, rows = sum(JOINTS), f.metadata.num_rows
-    if rows == 0 or rows % per_frame:
-        return None
-    n, edges = rows // per_frame, np.cumsum([0, *JOINTS])
-    parts = {p: np.empty((n, j, 3), np.float32) for p, j in zip(PART_ORDER, JOINTS)}
-    has_filled = "filled" in f.schema_arrow.names
-    filled = {p: np.empty((n, j), bool) for p, j in zip(PART_ORDER, JOINTS)} if has_filled else None
-    time_s, lo = np.empty(n, np.float32), 0
-    for g in range(f.num_row_groups):
-        block = _canonical_block(f.read_row_group(g), lo)
-        if block is None:
-            return None
-        xyc, fill, t = block
-        hi = lo + len(xyc)
-        for k, p in enumerate(PART_ORDER):
-            parts[p][lo:hi] = xyc[:, edges[k]:edges[k + 1]]
-            if has_filled:
-                filled[p][lo:hi] = fill[:, edges[k]:edges[k + 1]]
-        time_s[lo:hi], lo = t, hi
-    return PoseArrays(parts, time_s, meta, filled)
+def slice_frames(pa_: PoseArrays, lo: int, hi: int) -> PoseArrays:
+    """Frames [lo, hi) of dense arrays (views, not copies)."""
+    return PoseArrays({k: v[lo:hi] for k, v in pa_.parts.items()}, pa_.time_s[lo:hi], pa_.meta,
+                      None if pa_.filled is None else {k: v[lo:hi] for k, v in pa_.filled.items()})
+
+
+def concat_frames(blocks: list[PoseArrays], meta: PoseMeta) -> PoseArrays:
+    """Consecutive blocks of frames joined into one (the parts the first block has)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    first = blocks[0]
+    parts = {p: np.concatenate([b.parts[p] for b in blocks]) for p in first.parts}
+    filled = None if first.filled is None else {p: np.concatenate([b.filled[p] for b in blocks]) for p in first.filled}
+    return PoseArrays(parts, np.concatenate([b.time_s for b in blocks]), meta, filled)
+
+
+def pick_parts(pa_: PoseArrays, parts=None) -> PoseArrays:
+    """The same frames with only the parts `parts` (default all)."""
+    names = list(parts or pa_.parts)
+    return PoseArrays({p: pa_.parts[p] for p in names}, pa_.time_s, pa_.meta,
+                      None if pa_.filled is None else {p: pa_.filled[p] for p in names})
+
+
+class InMemoryPose:
+    """PoseFile's way of reading (read, blocks) over arrays already in memory (views)."""
+
+    def __init__(self, pose: PoseArrays):
+        self.pose, self.meta, self.n_frames = pose, pose.meta, pose.n_frames
+
+    def read(self, lo: int = 0, hi: int | None = None, parts=None) -> PoseArrays:
+        return pick_parts(slice_frames(self.pose, lo, self.n_frames if hi is None else hi), parts)
+
+    def blocks(self, size: int = ROW_GROUP_FRAMES, parts=None):
+        """(start frame, arrays) of consecutive blocks of `size` frames."""
+        for lo in range(0, self.n_frames, size):
+            yield lo, self.read(lo, lo + size, parts)
+
+
+class PoseFile:
+    """A pose table on disk, read a range of frames at a time: only the Parquet row groups the
+    range overlaps are decoded (and the last few kept), and only the parts asked for are kept, so
+    a rule that walks a long video block by block holds a block, not the video. A table in
+    another row order (not written by write_pose) is read whole once, by the general path."""
+
+    def __init__(self, path: str | os.PathLike):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"pose table {path} does not exist")
+        self.path, self.meta, self.file = str(path), read_meta(path), pq.ParquetFile(path)
+        per_frame, md = sum(JOINTS), self.file.metadata
+        rows = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+        self.n_frames, self._whole, self._cache = md.num_rows // per_frame, None, {}
+        self._starts = np.cumsum([0, *rows]) // per_frame
+        if md.num_rows % per_frame or any(r % per_frame for r in rows):
+            self._load_whole()
+
+    def _load_whole(self) -> None:
+        self._whole = table_to_arrays(pd.read_parquet(self.path), self.meta, self.path)
+        self.n_frames = self._whole.n_frames
+
+    def _group(self, g: int) -> PoseArrays | None:
+        if g not in self._cache:
+            block = _canonical_block(self.file.read_row_group(g), int(self._starts[g]))
+            if block is None:
+                return None
+            xyc, fill, t = block
+            edges = np.cumsum([0, *JOINTS])
+            parts = {p: xyc[:, edges[k]:edges[k + 1]] for k, p in enumerate(PART_ORDER)}
+            filled = None if fill is None else {p: fill[:, edges[k]:edges[k + 1]] for k, p in enumerate(PART_ORDER)}
+            self._cache[g] = PoseArrays(parts, t.astype(np.float32), self.meta, filled)
+        return self._cache[g]
+
+    def read(self, lo: int = 0, hi: int | None = None, parts=None) -> PoseArrays:
+        """Frames [lo, hi) with the parts `parts` (default all), as arrays of their own."""
+        hi = self.n_frames if hi is None else min(hi, self.n_frames)
+        if self._whole is not None or lo >= hi:
+            whole = self._whole if self._whole is not None else empty_arrays(0, self.meta)
+            return pick_parts(slice_frames(whole, lo, hi), parts).copy()
+        self._cache = {g: v for g, v in self._cache.items() if self._starts[g + 1] > lo}  # walks go forward
+        pieces = []
+        for g in range(max(0, int(np.searchsorted(self._starts, lo, "right")) - 1), len(self._starts) - 1):
+            a, b = int(self._starts[g]), int(self._starts[g + 1])
+            if a >= hi:
+                break
+            block = self._group(g)
+            if block is None:
+                self._load_whole()
+                return self.read(lo, hi, parts)
+            # a copy of the parts asked for: a view would keep the whole group's arrays alive
+            pieces.append(pick_parts(slice_frames(block, max(lo, a) - a, min(hi, b) - a), parts).copy())
+            self._cache = {k: v for k, v in self._cache.items() if k >= g}
+        return pieces[0] if len(pieces) == 1 else concat_frames(pieces, self.meta)
+
+    def blocks(self, size: int = ROW_GROUP_FRAMES, parts=None):
+        """(start frame, arrays) of consecutive blocks of `size` frames."""
+        for lo in range(0, self.n_frames, size):
+            yield lo, self.read(lo, lo + size, parts)
 
 
 def table_to_arrays(df: pd.DataFrame, meta: PoseMeta, source: str = "<table>") -> PoseArrays:
@@ -238,26 +309,67 @@ def validate_table(df: pd.DataFrame, source: str = "<table>") -> None:
         raise PoseTableError(f"{source}: frames are not 0..N-1 without gaps")
 
 
+class PoseWriter:
+    """Writes a pose table block by block (row groups of ROW_GROUP_FRAMES frames), whole or not at
+    all: `with PoseWriter(path, meta) as w: w.write(block)`. `w.meta` may still change (what a
+    rule learns on the way) until the end, where it is stored in the file's footer."""
+
+    def __init__(self, path: str | os.PathLike, meta: PoseMeta):
+        self.path, self.meta, self.frames, self._buffer, self._writer = path, meta, 0, [], None
+
+    def __enter__(self) -> "PoseWriter":
+        self._atomic = atomic_output(self.path)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, block: PoseArrays) -> None:
+        self._buffer.append(block)
+        while sum(b.n_frames for b in self._buffer) >= ROW_GROUP_FRAMES:
+            whole = concat_frames(self._buffer, self.meta)
+            self._flush(slice_frames(whole, 0, ROW_GROUP_FRAMES))
+            self._buffer = [slice_frames(whole, ROW_GROUP_FRAMES, whole.n_frames)]
+
+    def _flush(self, block: PoseArrays) -> None:
+        table = arrow_table(block)
+        table = table.set_column(0, "frame", pa.array(table.column("frame").to_numpy() + np.int32(self.frames)))
+        if self._writer is None:  # the first block says the columns (filled or not)
+            schema = table.schema.with_metadata({META_KEY: self.meta.to_json()})
+            self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        self._writer.write_table(table.cast(self._writer.schema))
+        self.frames += block.n_frames
+
+    def _finish(self) -> None:
+        rest = concat_frames(self._buffer, self.meta) if self._buffer else empty_arrays(0, self.meta)
+        if rest.n_frames or self._writer is None:
+            self._flush(rest)
+        self._writer.add_key_value_metadata({META_KEY: self.meta.to_json()})
+        self._writer.close()
+
+    def __exit__(self, kind, value, tb) -> bool:
+        try:
+            if kind is None:
+                self._finish()
+        except BaseException as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)  # deletes the temporary file
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+        return self._atomic.__exit__(kind, value, tb)
+
+
 def write_pose(pa_: PoseArrays, path: str | os.PathLike) -> None:
-    schema = arrow_table(pa_, 0, 0).schema
-    schema = schema.with_metadata({**(schema.metadata or {}), META_KEY: pa_.meta.to_json()})
-    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-        for lo in range(0, max(1, pa_.n_frames), ROW_GROUP_FRAMES):
-            w.write_table(arrow_table(pa_, lo, lo + ROW_GROUP_FRAMES).cast(schema))
+    with PoseWriter(path, pa_.meta) as w:
+        w.write(pa_)
 
 
 def read_meta(path: str | os.PathLike) -> PoseMeta:
-    md = pq.read_schema(path).metadata or {}
+    md = pq.read_metadata(path).metadata or {}  # the footer's: PoseWriter stores what it learnt last
     if META_KEY not in md:
         raise PoseTableError(f"{path}: no pose metadata; not a pose table written by this pipeline")
     return PoseMeta.from_json(md[META_KEY])
 
 
-def read_pose(path: str | os.PathLike) -> PoseArrays:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"pose table {path} does not exist")
-    meta = read_meta(path)
-    arrays = canonical_arrays(path, meta)
-    if arrays is not None:
-        return arrays
-    return table_to_arrays(pd.read_parquet(path), meta, str(path))
+def read_pose(path: str | os.PathLike, parts=None) -> PoseArrays:
+    """The whole table as dense arrays (only `parts`, default all)."""
+    return PoseFile(path).read(parts=parts)

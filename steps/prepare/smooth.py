@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from steps import logs
-from steps.prepare.posetable import PoseArrays, PoseMeta, read_pose, write_pose
+from steps.prepare.posetable import PoseArrays, PoseFile, PoseMeta, PoseWriter, concat_frames, slice_frames
 from steps.settings import section
 
 
@@ -87,15 +87,18 @@ def gaussian_smooth(series: np.ndarray, sigma: float) -> np.ndarray:
         return np.where(seen, num / den, np.nan)
 
 
-def one_euro(series: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> np.ndarray:
-    """One-Euro filter along axis 0 of (T, K), restarting after every missing frame."""
+def one_euro(series: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0,
+             state: dict | None = None) -> np.ndarray:
+    """One-Euro filter along axis 0 of (T, K), restarting after every missing frame. `state`
+    (a dict, filled in here) carries the filter from one block of a video to the next."""
     def alpha(cutoff):
         tau = 1.0 / (2 * np.pi * cutoff)
         return 1.0 / (1.0 + tau * fps)
 
     out = np.full_like(series, np.nan)
-    prev = np.full(series.shape[1], np.nan)
-    dprev = np.zeros(series.shape[1])
+    state = {} if state is None else state
+    prev = state.get("prev", np.full(series.shape[1], np.nan))
+    dprev = state.get("dprev", np.zeros(series.shape[1]))
     a_d = alpha(d_cutoff)
     for t in range(len(series)):
         x = series[t]
@@ -107,6 +110,7 @@ def one_euro(series: np.ndarray, fps: float, min_cutoff: float, beta: float, d_c
         out[t] = xhat
         prev = np.where(np.isfinite(x), xhat, np.nan)
         dprev = np.where(np.isfinite(x), dhat, 0.0)
+    state.update(prev=prev, dprev=dprev)
     return out
 
 
@@ -126,32 +130,54 @@ class _quiet:
 def smooth_pose(pose: PoseArrays, method: str = "median", window: int = 5, sigma: float = 1.0,
                 max_gap: int = 5, min_confidence: float = 0.3, one_euro_min_cutoff: float = 1.0,
                 one_euro_beta: float = 0.05) -> PoseArrays:
-    if method not in ("median", "gaussian", "one_euro", "none"):
-        raise ValueError(f"unknown smoothing method {method!r}")
-    # every part is replaced below: no copy of the input's arrays (a long video's poses are large)
-    out = PoseArrays({}, pose.time_s.copy(), PoseMeta(**{**pose.meta.__dict__, "extra": dict(pose.meta.extra)}), {})
-    args = (method, window, sigma, max_gap, min_confidence, pose.meta.fps, one_euro_min_cutoff, one_euro_beta)
-    # Filling and the running filters only look max_gap + their radius frames away, so a long video
-    # is smoothed in blocks of BLOCK frames with that margin, the same result with block-sized
-    # working copies; One-Euro carries its state through the whole video and runs in one piece.
-    margin = max_gap + 2 + max(window // 2, int(round(3 * sigma)))
-    for part, arr in pose.parts.items():
-        n = len(arr)
-        blocks = [(0, n)] if method == "one_euro" else [(lo, min(n, lo + BLOCK)) for lo in range(0, max(n, 1), BLOCK)]
-        out.parts[part] = np.empty(arr.shape, np.float32)
-        out.filled[part] = np.empty(arr.shape[:2], bool)
-        for lo, hi in blocks:
-            a, b = max(0, lo - margin), min(n, hi + margin)
-            smoothed, filled = _smooth_part(arr[a:b], *args)
-            out.parts[part][lo:hi], out.filled[part][lo:hi] = smoothed[lo - a:hi - a], filled[lo - a:hi - a]
-    out.meta.extra["smoothing"] = {"method": method, "window": window, "sigma": sigma,
-                                   "max_gap": max_gap, "min_confidence": min_confidence}
+    """The smoothed poses of a video held in memory (smooth_blocks over its frames, joined)."""
+    meta = smoothed_meta(pose.meta, method, window, sigma, max_gap, min_confidence)
+    blocks = smooth_blocks(lambda a, b: slice_frames(pose, a, b), pose.n_frames, meta, method, window, sigma,
+                           max_gap, min_confidence, one_euro_min_cutoff, one_euro_beta)
+    return concat_frames(list(blocks), meta) if pose.n_frames else smooth_whole(pose, meta)
+
+
+def smoothed_meta(meta: PoseMeta, method: str, window: int, sigma: float, max_gap: int,
+                  min_confidence: float) -> PoseMeta:
+    out = PoseMeta(**{**meta.__dict__, "extra": dict(meta.extra)})
+    out.extra["smoothing"] = {"method": method, "window": window, "sigma": sigma,
+                              "max_gap": max_gap, "min_confidence": min_confidence}
     return out
 
 
-def _smooth_part(arr: np.ndarray, method: str, window: int, sigma: float, max_gap: int, min_confidence: float,
-                 fps: float, one_euro_min_cutoff: float, one_euro_beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """One part's (frames, joints, 3) keypoints smoothed and gap-filled: (the keypoints, filled)."""
+def smooth_whole(pose: PoseArrays, meta: PoseMeta) -> PoseArrays:  # no frames: nothing to smooth
+    return PoseArrays({k: v.copy() for k, v in pose.parts.items()}, pose.time_s.copy(), meta,
+                      {k: np.zeros(v.shape[:2], bool) for k, v in pose.parts.items()})
+
+
+def smooth_blocks(read, n_frames: int, meta: PoseMeta, method: str = "median", window: int = 5,
+                  sigma: float = 1.0, max_gap: int = 5, min_confidence: float = 0.3,
+                  one_euro_min_cutoff: float = 1.0, one_euro_beta: float = 0.05):
+    """The smoothed poses, BLOCK frames at a time, from `read(a, b)` (the arrays of frames [a, b)).
+    Filling and the running filters only look max_gap + their radius frames away, so each block
+    is read with that margin and comes out as the whole video's would; One-Euro carries its state
+    from block to block. A long video costs a block's arrays, not the video's."""
+    if method not in ("median", "gaussian", "one_euro", "none"):
+        raise ValueError(f"unknown smoothing method {method!r}")
+    margin = max_gap + 2 + max(window // 2, int(round(3 * sigma)))
+    states: dict = {}
+    for lo in range(0, n_frames, BLOCK):
+        hi = min(n_frames, lo + BLOCK)
+        a, b = max(0, lo - margin), min(n_frames, hi + margin)
+        pose = read(a, b)
+        out = PoseArrays({}, pose.time_s[lo - a:hi - a].copy(), meta, {})
+        for part, arr in pose.parts.items():
+            out.parts[part], out.filled[part] = _smooth_part(
+                arr, slice(lo - a, hi - a), method, window, sigma, max_gap, min_confidence, meta.fps,
+                one_euro_min_cutoff, one_euro_beta, states.setdefault(part, {}))
+        yield out
+
+
+def _smooth_part(arr: np.ndarray, keep: slice, method: str, window: int, sigma: float, max_gap: int,
+                 min_confidence: float, fps: float, one_euro_min_cutoff: float, one_euro_beta: float,
+                 state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One part's (frames, joints, 3) keypoints smoothed and gap-filled, the frames `keep` of them:
+    (the keypoints, filled). `state`: One-Euro's from the block before."""
     n, j, _ = arr.shape
     conf = arr[..., 2]
     seen = conf >= min_confidence
@@ -163,12 +189,14 @@ def _smooth_part(arr: np.ndarray, method: str, window: int, sigma: float, max_ga
     c_low = np.fmin(_ffill(c), _ffill(c[::-1])[::-1])
     c = np.where(seen, conf, np.where(filled, c_low, 0.0))
     if method == "median":
-        xy = median_smooth(xy, window)
+        xy = median_smooth(xy, window)[keep]
     elif method == "gaussian":
-        xy = gaussian_smooth(xy, sigma)
+        xy = gaussian_smooth(xy, sigma)[keep]
     elif method == "one_euro":
-        xy = one_euro(xy, fps, one_euro_min_cutoff, one_euro_beta)
-    xy = xy.reshape(n, j, 2)
+        xy = one_euro(xy[keep], fps, one_euro_min_cutoff, one_euro_beta, state=state)
+    else:
+        xy = xy[keep]
+    xy, c, filled = xy.reshape(-1, j, 2), c[keep], filled[keep]
     missing = ~np.isfinite(xy).all(axis=-1)
     return np.concatenate([xy, np.where(missing, 0.0, c)[..., None]], axis=-1).astype(np.float32), filled & ~missing
 
@@ -189,12 +217,15 @@ def main(argv=None):
     a = ap.parse_args(argv)
     logs.setup()
     c = section("smooth", json.loads(a.settings))
-    pose = read_pose(a.pose)
-    out = smooth_pose(pose, c["method"], c["window"], c["sigma"], c["max_gap"], c["min_confidence"],
-                      c["one_euro_min_cutoff"], c["one_euro_beta"])
-    write_pose(out, a.out)
-    n_filled = sum(int(f.sum()) for f in out.filled.values())
-    print(f"{a.out}: {out.n_frames} frames smoothed ({c['method']}), {n_filled} points filled", file=sys.stderr)
+    pose = PoseFile(a.pose)
+    args = (c["method"], c["window"], c["sigma"], c["max_gap"], c["min_confidence"])
+    meta, n_filled = smoothed_meta(pose.meta, *args), 0
+    with PoseWriter(a.out, meta) as w:
+        for block in smooth_blocks(pose.read, pose.n_frames, meta, *args, c["one_euro_min_cutoff"],
+                                   c["one_euro_beta"]):
+            w.write(block)
+            n_filled += sum(int(f.sum()) for f in block.filled.values())
+    print(f"{a.out}: {pose.n_frames} frames smoothed ({c['method']}), {n_filled} points filled", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import pandas as pd
 
 from steps import logs
 from steps.atomic import atomic_output
-from steps.prepare.posetable import PART_ORDER, B, PoseArrays, read_pose
+from steps.prepare.posetable import PART_ORDER, B, PoseArrays, PoseFile
 from steps.settings import section
 
 log = logging.getLogger("stats")
@@ -57,7 +57,7 @@ def part_seen(pose: PoseArrays, min_conf: float = 0.3, detected_only: bool = Fal
     """Per part, a bool per frame: some point of it has confidence >= min_conf (with
     detected_only, not counting the points smoothing filled in)."""
     out = {}
-    for part in PART_ORDER:
+    for part in (p for p in PART_ORDER if p in pose.parts):
         ok = pose.parts[part][..., 2] >= min_conf
         if detected_only and pose.filled is not None:
             ok &= ~pose.filled[part]
@@ -68,10 +68,14 @@ def part_seen(pose: PoseArrays, min_conf: float = 0.3, detected_only: bool = Fal
 def coverage(pose: PoseArrays, min_conf: float = 0.3) -> dict[str, dict[str, float]]:
     """Per part: the share of frames where the detector found it, and where it is usable
     (found, or a short gap filled by smoothing)."""
-    if pose.n_frames == 0:
+    return table_coverage(per_frame(pose, min_conf))
+
+
+def table_coverage(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """coverage() from per_frame's table (its {part}_detected and {part}_usable columns)."""
+    if len(table) == 0:
         return {p: {"detected": 0.0, "usable": 0.0} for p in PART_ORDER}
-    found, usable = part_seen(pose, min_conf, detected_only=True), part_seen(pose, min_conf)
-    return {p: {"detected": float(found[p].mean()), "usable": float(usable[p].mean())} for p in PART_ORDER}
+    return {p: {k: float(table[f"{p}_{k}"].mean()) for k in ("detected", "usable")} for p in PART_ORDER}
 
 
 # What a part missing from a target's frames costs downstream.
@@ -96,8 +100,9 @@ def face_frames(pose: PoseArrays, frame_indices, min_conf: float = 0.3) -> int:
     return int(part_seen(pose, min_conf)["face"][np.asarray(frame_indices, int)].sum())
 
 
-def per_frame(pose: PoseArrays, min_conf: float = 0.3) -> pd.DataFrame:
-    """Per-frame toe, head, height and hip x; NaN where the joints needed are not seen."""
+def per_frame(pose: PoseArrays, min_conf: float = 0.3, start: int = 0) -> pd.DataFrame:
+    """Per-frame toe, head, height and hip x; NaN where the joints needed are not seen; and per
+    part present, whether it was detected and is usable. `start`: the first frame's number."""
     body = pose.parts["body"]
 
     def y(j):
@@ -113,7 +118,7 @@ def per_frame(pose: PoseArrays, min_conf: float = 0.3) -> pd.DataFrame:
     head = np.where(np.isfinite(y("Nose")), y("Nose"), ears)
     height = (la + ra) / 2 - head
     return pd.DataFrame({
-        "frame": np.arange(pose.n_frames, dtype=np.int32),
+        "frame": np.arange(start, start + pose.n_frames, dtype=np.int32),
         "time_s": pose.time_s,
         "toe": toe.astype(np.float32),
         "head": head.astype(np.float32),
@@ -195,22 +200,27 @@ def save_figure(fig, path) -> None:
         plt.close(fig)
 
 
-def plot_coverage(table: pd.DataFrame, st: SubjectStats, path) -> None:
-    """Per part, a strip over time: dark where detected, light where a gap was filled."""
+def plot_coverage(table: pd.DataFrame, st: SubjectStats, path, columns: int = 1600) -> None:
+    """Per part, a strip over time: dark where detected, light where a gap was filled. Drawn as
+    an image of at most `columns` time bins (a bin shows the most any of its frames had), so a
+    long video costs the same as a short one."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 2.4))
     t = table["time_s"].to_numpy()
+    level = np.stack([np.where(table[f"{p}_detected"], 1.0, np.where(table[f"{p}_usable"], 0.35, 0.0))
+                      for p in PART_ORDER]) if len(t) else np.zeros((len(PART_ORDER), 1))
+    bins = max(1, -(-level.shape[1] // columns))
+    pad = (-level.shape[1]) % bins
+    level = np.pad(level, ((0, 0), (0, pad))).reshape(len(PART_ORDER), -1, bins).max(-1)
     dt = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
-    for row, part in enumerate(PART_ORDER):
-        for col, alpha in ((f"{part}_usable", 0.3), (f"{part}_detected", 1.0)):
-            on = table[col].to_numpy()
-            ax.broken_barh([(x, dt) for x in t[on]], (row - 0.4, 0.8), color="tab:green", alpha=alpha, lw=0)
+    end = (t[-1] + dt) if len(t) else 1.0
+    ax.imshow(level, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest",
+              extent=(t[0] if len(t) else 0.0, end, len(PART_ORDER) - 0.5, -0.5))
     ax.set_yticks(range(len(PART_ORDER)))
     ax.set_yticklabels([f"{p} {st.coverage[p]['detected']:.0%}" for p in PART_ORDER])
-    ax.invert_yaxis()
     ax.set_xlabel("time (s)")
     ax.set_title(f"{st.subject}: parts detected over time (light: short gap filled by smoothing)")
     save_figure(fig, path)
@@ -229,14 +239,15 @@ def main(argv=None):
     a = ap.parse_args(argv)
     logs.setup()
     c = section("stats", json.loads(a.settings))
-    pose = read_pose(a.pose)
-    table = per_frame(pose, c["min_confidence"])
+    pose = PoseFile(a.pose)  # block by block: the per-frame table is all that is kept
+    table = pd.concat([per_frame(block, c["min_confidence"], lo) for lo, block in pose.blocks()] or
+                      [per_frame(pose.read(), c["min_confidence"])], ignore_index=True)
     try:
         st = compute_stats(table, pose.meta.subject, pose.meta.width, pose.meta.height,
                            c["far_percentile"], c["close_percentile"], c["band"])
     except StatsError as e:
         sys.exit(f"subject_stats: {e} (pose table {a.pose})")
-    st.coverage = coverage(pose, c["min_confidence"])
+    st.coverage = table_coverage(table)
     with atomic_output(a.table) as tmp:
         table.to_parquet(tmp, index=False)
     plot_stats(table, st, a.plot)
