@@ -66,23 +66,27 @@ def match_cuts(found: list[int], joins: list[int], tolerance: int = CUT_TOLERANC
     return {"joins": len(joins), "found": len(hit), "missed": [j for j in joins if j not in hit], "extra": extra}
 
 
-def inside_shares(run: Path, source: str, target: str) -> dict:
-    """Share of frames whose normalized body lies inside the target's frame, on the workflow's own
-    smoothed poses and statistics: one global mapping, per shot, per shot kept inside."""
+def normalizations(run: Path, source: str, target: str) -> dict:
+    """On the workflow's own smoothed poses and statistics: the share of frames whose normalized
+    body lies inside the target's frame, and the cuts (shot starts), for one global mapping, per
+    shot from the pose alone, per shot with the cuts confirmed by the picture, and that kept
+    inside the frame (the workflow's default)."""
     from steps.evaluate.score import outside_frame
+    from steps.prepare.framestore import open_frames
     from steps.prepare.normalize import normalize_source
     from steps.prepare.posetable import read_pose
     from steps.prepare.stats import load_stats
     from steps.settings import section
 
-    pose = read_pose(run / f"results/pose_smooth/{source}.parquet")
+    pose, frames = read_pose(run / f"results/pose_smooth/{source}.parquet"), open_frames(run / f"results/frames/{source}")
     src, tgt = (load_stats(run / f"results/stats/{s}.json") for s in (source, target))
     out, stats_c = {}, section("stats", {})
-    for name, c in (("global", {"shots": "none", "keep_inside": False}), ("per_shot", {"keep_inside": False}),
-                    ("per_shot_kept_inside", {})):
-        norm, _ = normalize_source(pose, src, tgt, section("normalize", c), stats_c)
-        out[name] = 1.0 - float(outside_frame(norm.parts["body"], tgt.height, tgt.width,
-                                              stats_c["min_confidence"]).mean())
+    for name, c, fr in (("global", {"shots": "none", "keep_inside": False}, None),
+                        ("per_shot_pose_alone", {"keep_inside": False}, None),
+                        ("per_shot", {"keep_inside": False}, frames), ("per_shot_kept_inside", {}, frames)):
+        norm, report = normalize_source(pose, src, tgt, section("normalize", c), stats_c, frames=fr)
+        inside = 1.0 - float(outside_frame(norm.parts["body"], tgt.height, tgt.width, stats_c["min_confidence"]).mean())
+        out[name] = {"inside": inside, "cuts": [s["start"] for s in report["shots"][1:]]}
     return out
 
 
@@ -97,23 +101,42 @@ def score_figures(run: Path, pair: str) -> dict:
             "inside": 1.0 - float(row["pose_outside"]), "minutes": minutes}
 
 
+def per_clip_found(run: Path, pair: str, joins: list[int], stride: int = 2) -> list[float]:
+    """The share of each clip's transferred frames (every `stride`-th) in which the detector finds
+    the person (score_transfer's person_found, per clip of the montage)."""
+    from steps.evaluate.score import detect_every, person_found
+    from steps.prepare.video import read_video
+    from steps.settings import section
+
+    n = int(json.loads((run / f"results/normalized/{pair}.shots.json").read_text())["frames"])
+    det = detect_every(read_video(run / f"results/transfer/{pair}.mp4"), n, stride, "mediapipe")
+    found = person_found(det["body"], section("evaluate", {})["found_confidence"])
+    edges = [0, *joins, n]
+    return [float(found[-(-a // stride):-(-b // stride)].mean()) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def markdown(res: dict) -> str:
-    c, ins, s = res["cuts"], res["inside"], res["score"]
+    ins, s = res["normalizations"], res["score"]
     ok = lambda v, goal: "met" if v >= goal else "not met"  # noqa: E731
     lines = [f"Montage: {len(res['clips'])} clips of different people joined, {res['seconds']:.0f} s "
              f"({', '.join(res['clips'])}); target model_target.mp4, cpu preset, {res['steps']} steps.", "",
-             f"Cuts: {c['found']} of {c['joins']} joins found within {CUT_TOLERANCE} frames "
-             f"({len(res['shots'])} shots; cuts away from a join: {len(c['extra'])}).", "",
-             "| normalization (same poses) | pose inside the target's frame |", "|---|---|",
-             f"| one global mapping (normalize.shots: none) | {ins['global']:.1%} |",
-             f"| per shot | {ins['per_shot']:.1%} |",
-             f"| per shot, kept inside (default) | {ins['per_shot_kept_inside']:.1%} |", "",
+             f"Joins: {ins['global']['joins']}. A cut counts as found within {CUT_TOLERANCE} frames of a join.", "",
+             "| normalization (same poses) | joins found | cuts away from a join | pose inside the target's frame |",
+             "|---|---|---|---|"]
+    names = {"global": "one global mapping (normalize.shots: none)", "per_shot_pose_alone": "per shot, cuts from the pose alone",
+             "per_shot": "per shot, cuts confirmed by the picture", "per_shot_kept_inside": "... and kept inside (default)"}
+    for key, label in names.items():
+        r = ins[key]
+        lines.append(f"| {label} | {r['found']} | {len(r['extra'])} | {r['inside']:.1%} |")
+    lines += ["",
              f"Transfer ({s['frames']} frames, score_transfer): person found {s['person_found']:.1%} (goal "
              f">= {GOALS['person_found']:.0%}: {ok(s['person_found'], GOALS['person_found'])}), input pose inside "
              f"{s['inside']:.1%} (goal >= {GOALS['inside']:.0%}: {ok(s['inside'], GOALS['inside'])}).", "",
              "| minute | frames | person found | pose inside |", "|---|---|---|---|"]
     lines += [f"| {m['minute']:.0f} | {m['frames']:.0f} | {m['person_found']:.1%} | {1 - m['pose_outside']:.1%} |"
               for m in s["minutes"]]
+    lines += ["", "| clip | person found in its transferred frames |", "|---|---|"]
+    lines += [f"| {name} | {share:.1%} |" for name, share in zip(res["clips"], res["per_clip_found"])]
     return "\n".join(lines + ["", f"Wall time {res['wall_s']:.0f} s."]) + "\n"
 
 
@@ -143,10 +166,12 @@ def main(argv=None) -> None:
     from steps.prepare.posetable import read_meta
 
     fps = read_meta(run / "results/pose_smooth/montage.parquet").fps
+    joins = [round(t * fps) for t in joins_s]
+    norms = {k: {**v, **match_cuts(v["cuts"], joins)} for k, v in normalizations(run, "montage", "target").items()}
     res = {"clips": MONTAGE, "seconds": report["frames"] / fps, "steps": a.steps, "wall_s": wall,
-           "shots": report["shots"], "inside": inside_shares(run, "montage", "target"),
-           "cuts": match_cuts([s["start"] for s in report["shots"][1:]], [round(t * fps) for t in joins_s]),
-           "score": score_figures(run, pair), "total_s": time.perf_counter() - t0}
+           "shots": report["shots"], "normalizations": norms, "score": score_figures(run, pair),
+           "per_clip_found": per_clip_found(run, pair, joins),
+           "total_s": time.perf_counter() - t0}
     md = markdown(res)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "montage.md").write_text(md)

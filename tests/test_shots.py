@@ -198,3 +198,42 @@ def test_a_montage_of_many_shots_stays_inside_the_frame_per_shot():
         inside[label] = 1 - outside_frame(out.parts["body"], H, W)[seen].mean()
     assert [s["start"] for s in report["shots"]] == cuts[:-1]
     assert inside["per shot"] >= 0.95 and inside["global"] < 0.8, inside
+
+
+def test_the_picture_confirms_a_cut_and_rejects_a_dancer_who_only_bends():
+    """Two rendered clips (different dancers, rooms) joined: the cut at frame 20 changes the
+    picture (> 0.9) and is kept; a pose jump inside the first clip's frames (its pose zoomed from
+    frame 10 on, the picture unchanged, < 0.01) is dropped and reported."""
+    from steps.prepare.shots import confirm_cuts, picture_change
+
+    a, b = synth.make_clip("source", 2, 10, W, H, seed=1), synth.make_clip("target", 2, 10, W, H, seed=4)
+    frames = np.stack([*a.frames(), *b.frames()])
+    assert picture_change(frames, 20) > 0.9 and max(picture_change(frames, t) for t in range(1, 20)) < 0.05
+    shots, dropped = confirm_cuts([(0, 10), (10, 20), (20, 40)], frames, window=3, min_change=0.1)
+    assert shots == [(0, 20), (20, 40)]
+    assert [d["frame"] for d in dropped] == [10] and dropped[0]["picture_change"] < 0.05
+    assert confirm_cuts([(0, 40)], frames) == ([(0, 40)], [])
+
+
+def test_normalize_pose_with_the_frames_keeps_one_mapping_through_a_pose_jump(tmp_path):
+    """normalize_pose --frames on one rendered clip whose pose jumps (zoomed 1.6x from frame 30 on,
+    as a dancer crouching towards the camera can): the pose alone cuts it in two shots, the
+    picture says one; the shots JSON names the dropped cut."""
+    from steps.prepare.framestore import save_frames
+
+    clip = synth.make_clip("source", 6, 10, W, H, seed=1)
+    pose = clip.truth("source", "source")
+    jumped = join(frames(pose, 0, 30), zoom(frames(pose, 30, 60), 1.6, -80, -120))
+    save_frames(clip.frames(), tmp_path / "store", 10)
+    write_pose(jumped, tmp_path / "p.parquet")
+    tgt = stats_of(rendered("target", 12, 2))
+    write_json(asdict(stats_of(jumped)), tmp_path / "s.json")
+    write_json(asdict(tgt), tmp_path / "t.json")
+    common = ["--pose", str(tmp_path / "p.parquet"), "--source-stats", str(tmp_path / "s.json"),
+              "--target-stats", str(tmp_path / "t.json"), "--out", str(tmp_path / "n.parquet")]
+    main(common + ["--shots", str(tmp_path / "alone.json")])
+    main(common + ["--shots", str(tmp_path / "seen.json"), "--frames", str(tmp_path / "store" / "frames.mjpeg")])
+    alone, seen = (json.loads((tmp_path / f).read_text()) for f in ("alone.json", "seen.json"))
+    assert [(s["start"], s["end"]) for s in alone["shots"]] == [(0, 30), (30, 60)]
+    assert [(s["start"], s["end"]) for s in seen["shots"]] == [(0, 60)]
+    assert [d["frame"] for d in seen["cuts_not_in_the_picture"]] == [30]

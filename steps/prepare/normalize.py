@@ -46,7 +46,8 @@ import pandas as pd
 
 from steps import logs
 from steps.prepare.posetable import InMemoryPose, PoseArrays, PoseFile, PoseMeta, PoseWriter, concat_frames
-from steps.prepare.shots import body_track, describe_ranges, detect_shots, runs
+from steps.prepare.framestore import open_frames
+from steps.prepare.shots import body_track, confirm_cuts, describe_ranges, detect_shots, runs
 from steps.settings import section
 from steps.prepare.smooth import median_smooth
 from steps.prepare.stats import SubjectStats, compute_stats, load_stats, per_frame, write_json
@@ -270,11 +271,12 @@ def keep_inside(pose: PoseArrays, min_conf: float = 0.3,
 
 
 def normalize_source(pose, src: SubjectStats, tgt: SubjectStats, c: dict, stats_c: dict,
-                     sink=None) -> tuple[PoseArrays | None, dict]:
-    """What normalize_pose does with the config's normalize and stats sections: the shots found,
-    each normalized, kept inside the frame; and a report of it (the --shots JSON). `pose`: arrays,
-    or a PoseFile read block by block (the mapping is fitted on its bodies alone) into `sink` (a
-    PoseWriter, whose meta is set here); with no sink, the normalized arrays are returned."""
+                     sink=None, frames=None) -> tuple[PoseArrays | None, dict]:
+    """What normalize_pose does with the config's normalize and stats sections: the shots found
+    (with the source's `frames`, each cut confirmed by the picture), each normalized, kept inside
+    the frame; and a report of it (the --shots JSON). `pose`: arrays, or a PoseFile read block by
+    block (the mapping is fitted on its bodies alone) into `sink` (a PoseWriter, whose meta is set
+    here); with no sink, the normalized arrays are returned."""
     reader = pose if isinstance(pose, PoseFile) else InMemoryPose(pose)
     min_conf, body = stats_c["min_confidence"], reader.read(parts=["body"])
     fit = ShotFit(c["shot_min_fit_frames"], c["shot_min_span"], stats_c["far_percentile"],
@@ -283,9 +285,16 @@ def normalize_source(pose, src: SubjectStats, tgt: SubjectStats, c: dict, stats_
     if c["shots"] == "auto":
         shots = detect_shots(body.parts["body"], min_conf, c["shot_window"], c["shot_scale_jump"],
                              c["shot_move_jump"])
+    dropped = []
+    if shots and len(shots) > 1 and frames is not None and c["shot_picture_change"] > 0:
+        shots, dropped = confirm_cuts(shots, frames, c["shot_window"], c["shot_picture_change"])
     m, infos = fit_mapping(body, src, tgt, c["smooth_window"], c["horizontal"], min_conf, shots, fit)
     meta = normalized_meta(reader.meta, src, tgt, m, infos, c["horizontal"], c["smooth_window"])
-    report = {"source": src.subject, "target": tgt.subject, "frames": reader.n_frames, "shots": infos}
+    report = {"source": src.subject, "target": tgt.subject, "frames": reader.n_frames, "shots": infos,
+              "cuts_not_in_the_picture": dropped}
+    if dropped:
+        log.info("%s: %d changes of the pose with no change of the picture are not cuts (a dancer bending or "
+                 "turning): frames %s", src.subject, len(dropped), ", ".join(str(d["frame"]) for d in dropped[:20]))
     if len(infos) > 1:
         log.info("%s: %d shots, each normalized on its own statistics: %s", src.subject, len(infos),
                  ", ".join(f"{s['start']}-{s['end'] - 1} {s['mapping']}" for s in infos))
@@ -325,6 +334,7 @@ def main(argv=None):
     ap.add_argument("--source-stats", required=True)
     ap.add_argument("--target-stats", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--frames", default=None, help="the source's frames store: the picture confirms each cut")
     ap.add_argument("--shots", default=None, help="JSON: the shots found, their mappings, the frames kept inside")
     ap.add_argument("--settings", default="{}", help="the config's normalize section as JSON (schema defaults fill the rest)")
     ap.add_argument("--stats-settings", default="{}",
@@ -333,9 +343,12 @@ def main(argv=None):
     logs.setup()
     c = section("normalize", json.loads(a.settings))
     stats_c = section("stats", json.loads(a.stats_settings))
-    pose = PoseFile(a.pose)
+    pose, frames = PoseFile(a.pose), open_frames(a.frames) if a.frames else None
+    if frames is not None and len(frames) != pose.n_frames:
+        sys.exit(f"normalize_pose: {a.frames} has {len(frames)} frames but {a.pose} has {pose.n_frames}")
     with PoseWriter(a.out, pose.meta) as w:
-        _, report = normalize_source(pose, load_stats(a.source_stats), load_stats(a.target_stats), c, stats_c, w)
+        _, report = normalize_source(pose, load_stats(a.source_stats), load_stats(a.target_stats), c, stats_c, w,
+                                     frames)
     if a.shots:
         write_json(report, a.shots)
     print(f"{a.out}: {len(report['shots'])} shot(s), scale range {w.meta.extra['scale_range']}", file=sys.stderr)

@@ -220,7 +220,7 @@ class InMemoryPose:
 
 class PoseFile:
     """A pose table on disk, read a range of frames at a time: only the Parquet row groups the
-    range overlaps are decoded (and the last few kept), and only the parts asked for are kept, so
+    range overlaps are decoded (the last one kept for the next range), and only the parts asked for are kept, so
     a rule that walks a long video block by block holds a block, not the video. A table in
     another row order (not written by write_pose) is read whole once, by the general path."""
 
@@ -232,6 +232,7 @@ class PoseFile:
         rows = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
         self.n_frames, self._whole, self._cache = md.num_rows // per_frame, None, {}
         self._starts = np.cumsum([0, *rows]) // per_frame
+        self.has_filled = "filled" in self.file.schema_arrow.names
         if md.num_rows % per_frame or any(r % per_frame for r in rows):
             self._load_whole()
 
@@ -258,7 +259,9 @@ class PoseFile:
             whole = self._whole if self._whole is not None else empty_arrays(0, self.meta)
             return pick_parts(slice_frames(whole, lo, hi), parts).copy()
         self._cache = {g: v for g, v in self._cache.items() if self._starts[g + 1] > lo}  # walks go forward
-        pieces = []
+        names, n = list(parts or PART_ORDER), hi - lo
+        out = PoseArrays({p: np.empty((n, len(PARTS[p]), 3), np.float32) for p in names}, np.empty(n, np.float32),
+                         self.meta, {p: np.empty((n, len(PARTS[p])), bool) for p in names} if self.has_filled else None)
         for g in range(max(0, int(np.searchsorted(self._starts, lo, "right")) - 1), len(self._starts) - 1):
             a, b = int(self._starts[g]), int(self._starts[g + 1])
             if a >= hi:
@@ -267,15 +270,16 @@ class PoseFile:
             if block is None:
                 self._load_whole()
                 return self.read(lo, hi, parts)
-            # a copy of the parts asked for: a view would keep the whole group's arrays alive
-            pieces.append(pick_parts(slice_frames(block, max(lo, a) - a, min(hi, b) - a), parts).copy())
+            src, dst = slice(max(lo, a) - a, min(hi, b) - a), slice(max(lo, a) - lo, min(hi, b) - lo)
+            out.time_s[dst] = block.time_s[src]
+            for p in names:
+                out.parts[p][dst] = block.parts[p][src]
+                if out.filled is not None:
+                    out.filled[p][dst] = block.filled[p][src]
             self._cache = {k: v for k, v in self._cache.items() if k >= g}
-        return pieces[0] if len(pieces) == 1 else concat_frames(pieces, self.meta)
+        return out
 
-    def blocks(self, size: int = ROW_GROUP_FRAMES, parts=None):
-        """(start frame, arrays) of consecutive blocks of `size` frames."""
-        for lo in range(0, self.n_frames, size):
-            yield lo, self.read(lo, lo + size, parts)
+    blocks = InMemoryPose.blocks
 
 
 def table_to_arrays(df: pd.DataFrame, meta: PoseMeta, source: str = "<table>") -> PoseArrays:

@@ -6,6 +6,7 @@
 rule normalize_pose:
     input:
         pose="results/pose_smooth/{source}.parquet",
+        frames="results/frames/{source}/frames.mjpeg",
         source_stats="results/stats/{source}.json",
         target_stats="results/stats/{target}.json",
     output:
@@ -26,6 +27,6 @@ rule normalize_pose:
     shell:
         logged(
             "python -m steps.prepare.normalize --pose {input.pose} --source-stats {input.source_stats}"
-            " --target-stats {input.target_stats} --out {output.pose} --shots {output.shots}"
+            " --target-stats {input.target_stats} --frames {input.frames} --out {output.pose} --shots {output.shots}"
             " --settings {params.settings:q} --stats-settings {params.stats:q}"
         )
