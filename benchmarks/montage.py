@@ -13,12 +13,13 @@ One real Snakemake run (`--cores 2`): the target (../shared/data/clips/model_tar
 - the transfer's person found and pose inside, overall and minute by minute (score_transfer).
 Goals: pose inside >= 95% of frames, person found >= 95% of the transfer's frames.
 
-    .venv/bin/python benchmarks/montage.py --out docs/montage --work ../edn-montage   # about 20 min
+    .venv/bin/python benchmarks/montage.py --out OUT --work ../edn-montage   # about 40 min on 2 cores
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.scale import CLIPS, run_workflow  # noqa: E402
+from benchmarks.scale import CLIPS, run_workflow, write_results  # noqa: E402
+from steps.prepare.posetable import read_meta  # noqa: E402
 
 PEOPLE = ROOT.parent / "shared" / "data" / "people"
 # dancers and athletes seen head to feet (body+ankles in at least 7 of 8 of its README's frames)
@@ -145,7 +147,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for montage.md and montage.json")
     ap.add_argument("--work", type=Path, help="keep the video and the run here (default: a temporary folder)")
     ap.add_argument("--people", type=Path, default=PEOPLE)
-    ap.add_argument("--steps", type=int, default=300, help="train.global_steps")
+    ap.add_argument("--steps", type=int, help="train.global_steps (default: the cpu preset's, 2,500)")
     ap.add_argument("--cores", type=int, default=2)
     a = ap.parse_args(argv)
     clips = [a.people / f"{name}.mp4" for name in MONTAGE]
@@ -153,30 +155,31 @@ def main(argv=None) -> None:
         print(f"skipped: the montage's clips are not all in {a.people} (or model_target.mp4 in {CLIPS})")
         return
     work = (a.work or Path(tempfile.mkdtemp(prefix="edn-montage-"))).resolve()
+    try:
+        res = run_montage(a, clips, work)
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    write_results(a.out, "montage", res, markdown(res))
+
+
+def run_montage(a, clips: list[Path], work: Path) -> dict:
     (work / "videos").mkdir(parents=True, exist_ok=True)
     video, t0 = work / "videos" / "montage.mp4", time.perf_counter()
     joins_s = make_montage(clips, video) if not video.exists() else json.loads((work / "joins.json").read_text())
     (work / "joins.json").write_text(json.dumps(joins_s))
     cfg = {"preset": "cpu", "subjects": {"target": {"video": str(CLIPS / "model_target.mp4")},
                                          "montage": {"video": str(video)}},
-           "transfers": [{"source": "montage", "target": "target"}], "train": {"global_steps": a.steps}}
+           "transfers": [{"source": "montage", "target": "target"}], "train": {"global_steps": a.steps} if a.steps else {}}
     run, pair = work / "run", "montage__target"
     wall = run_workflow(run, cfg, [f"results/eval/{pair}_transfer.csv"], a.cores)
     report = json.loads((run / f"results/normalized/{pair}.shots.json").read_text())
-    from steps.prepare.posetable import read_meta
-
     fps = read_meta(run / "results/pose_smooth/montage.parquet").fps
     joins = [round(t * fps) for t in joins_s]
     norms = {k: {**v, **match_cuts(v["cuts"], joins)} for k, v in normalizations(run, "montage", "target").items()}
-    res = {"clips": MONTAGE, "seconds": report["frames"] / fps, "steps": a.steps, "wall_s": wall,
-           "shots": report["shots"], "normalizations": norms, "score": score_figures(run, pair),
-           "per_clip_found": per_clip_found(run, pair, joins),
-           "total_s": time.perf_counter() - t0}
-    md = markdown(res)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "montage.md").write_text(md)
-    (a.out / "montage.json").write_text(json.dumps(res, indent=1, default=str))
-    print(md + f"\nwrote {a.out / 'montage.md'} and {a.out / 'montage.json'}")
+    return {"clips": MONTAGE, "seconds": report["frames"] / fps, "steps": a.steps or 2500, "wall_s": wall,
+            "shots": report["shots"], "normalizations": norms, "score": score_figures(run, pair),
+            "per_clip_found": per_clip_found(run, pair, joins), "total_s": time.perf_counter() - t0}
 
 
 if __name__ == "__main__":

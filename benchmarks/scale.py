@@ -389,11 +389,15 @@ def main(argv=None) -> None:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
     res["total_s"] = time.perf_counter() - t0
-    md = markdown(res)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "scale.md").write_text(md)
-    (a.out / "scale.json").write_text(json.dumps(res, indent=1, default=str))
-    print(md + f"\ntotal {res['total_s']:.0f} s; wrote {a.out / 'scale.md'} and {a.out / 'scale.json'}")
+    write_results(a.out, "scale", res, markdown(res))
+
+
+def write_results(out: Path, name: str, res: dict, md: str) -> None:
+    """out/<name>.md (the table) and out/<name>.json (every figure); the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(md)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
+    print(md + f"\ntotal {res['total_s']:.0f} s; wrote {out / f'{name}.md'} and {out / f'{name}.json'}")
 
 
 if __name__ == "__main__":

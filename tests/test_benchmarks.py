@@ -69,3 +69,23 @@ def test_store():
     assert float(row["random frames/s"]) > 0 and float(row["pairs/s"]) > 0
     delta = float(re.search(r"delta ([+-][0-9.]+)", out).group(1))
     assert abs(delta) < 0.01
+
+
+def test_montage_joins_clips_of_other_sizes_and_counts_the_cuts_found(tmp_path):
+    """benchmarks/montage.py's own parts (its full run needs ../shared): two rendered clips of other
+    sizes and rates fitted into one 3:4 frame at one rate, the join's time returned; a cut counts
+    as found within 3 frames of a join, the others are counted apart."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.montage import match_cuts, make_montage
+    from steps.prepare.video import probe, write_video
+    from steps.synth import make_clip
+
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    write_video(a, make_clip("source", 2, 10, 160, 96, seed=1).frames(), 10)
+    write_video(b, make_clip("target", 1.5, 15, 96, 128, seed=2).frames(), 15)
+    joins = make_montage([a, b], tmp_path / "m.mp4", width=72, height=96, fps=30)
+    info = probe(tmp_path / "m.mp4")
+    assert (info.width, info.height) == (72, 96) and joins == [2.0]
+    assert abs(info.duration_s - 3.5) < 0.1, info
+    found = match_cuts([30, 61, 200], [31, 90])
+    assert found == {"joins": 2, "found": 1, "missed": [90], "extra": [61, 200]}

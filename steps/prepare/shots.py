@@ -1,8 +1,8 @@
 """Shots of a source: where a montage cuts from one framing, or one person, to another.
 
 A source joined from several clips (cuts, zooms, a new person) needs one far/close mapping per
-shot: one mapping fitted to all of them maps none well. The shots are found from the smoothed
-pose table alone. Per frame: the body's scale (the torso, neck to mid-hip: it needs neither the
+shot: one mapping fitted to all of them maps none well. The cuts are found in the smoothed pose
+table and confirmed by the picture (below). Per frame: the body's scale (the torso, neck to mid-hip: it needs neither the
 feet nor the head, which a zoom loses first, and it changes little as a dancer moves), its centre
 (mid-hip) and its foot (toe: the larger ankle y). Frames without the mid-hip count as without a
 body; where the torso is not seen on either side, moves are measured in the source's median torso. At each frame the medians of the `window`
