@@ -118,6 +118,29 @@ def test_a_short_or_still_shot_takes_its_median_scale_and_foot():
     assert got.median_height == pytest.approx(tgt.median_height, abs=1.0)
 
 
+def test_a_shot_whose_few_upright_frames_belie_its_torso_is_sized_by_the_torso():
+    """A cartwheel: a shot of 30 frames (after a cut, another framing) in which only 3 frames show
+    the feet below the head, and those at a tenth of the body's height (the body turning over).
+    Its median height would blow it up tenfold; the torso sizes it instead ("body"), so its torso
+    lands near the target's."""
+    from steps.prepare.shots import body_track
+
+    tgt = stats_of(rendered("target", 12, 2))
+    turning = zoom(rendered("source", 3, 3), 0.7, 60, 40)
+    body = turning.parts["body"]
+    body[:, [B["LAnkle"], B["RAnkle"]], 2] = 0                       # the feet mostly unseen ...
+    for t in (5, 15, 25):                                            # ... but in three frames, just below the head
+        body[t, [B["LAnkle"], B["RAnkle"]], 2] = 1
+        body[t, [B["LAnkle"], B["RAnkle"]], 1] = body[t, B["Nose"], 1] + 0.1 * (body[t, B["MidHip"], 1] - body[t, B["Nose"], 1]) * 2
+    source = join(rendered("source", 6, 1), turning)
+    out, report = run(source, stats_of(source), tgt, keep_inside=False)
+    shot = report["shots"][-1]
+    assert shot["mapping"] == "body" and shot["height_from_feet"] > 0, shot
+    torso = np.nanmedian(body_track(frames(out, 60, 90).parts["body"])["torso"])
+    target_torso = np.nanmedian(body_track(rendered("target", 12, 2).parts["body"])["torso"])
+    assert 0.8 < torso / target_torso < 1.25, (torso, target_torso)
+
+
 def test_keep_inside_shifts_and_shrinks_a_pose_into_the_frame():
     pose = walker(30, 2)
     body = pose.parts["body"]

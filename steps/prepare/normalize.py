@@ -154,12 +154,16 @@ def shot_mapping(table: pd.DataFrame, src: SubjectStats, tgt: SubjectStats, fit:
         if st.close - st.far >= fit.min_span * st.median_height:
             info.update(mapping="far_close", **{k: getattr(st, k) for k in STAT_KEYS})
             return *paper_params(toe, st, tgt, smooth_window), st.anchor_x, info
-    if ok.any():
-        ref, h = float(np.median(toe[ok])), float(np.median(height[ok]))
-        info.update(mapping="median", median_toe=ref, median_height=h)
-        return *similarity_params(toe, ref, h, tgt), anchor, info
     ref = body_reference(table, body) if body else None
-    if ref:  # a zoom that lost the feet or the head: sized and placed by the body it shows
+    if ok.any():
+        toe_m, h = float(np.median(toe[ok])), float(np.median(height[ok]))
+        # the few frames with feet and head of a shot that turns over (a cartwheel) measure a height
+        # its torso belies; the torso, whatever way up, sizes it then
+        if ref is None or 0.5 <= h / ref[1] <= 2:
+            info.update(mapping="median", median_toe=toe_m, median_height=h)
+            return *similarity_params(toe, toe_m, h, tgt), anchor, info
+        info["height_from_feet"] = h
+    if ref:  # a zoom that lost the feet or the head (or a cartwheel): sized and placed by the body it shows
         info.update(mapping="body", median_toe=ref[0], median_height=ref[1])
         return *similarity_params(toe, *ref, tgt), anchor, info
     info.update(mapping="source")  # nothing to size it by: the whole source's statistics
